@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Create or refresh .venv from requirements.lock. Idempotent: a second run with an unchanged lock takes ~1 s.
+# Prerequisites (checked here, with a clear message): Python >= 3.11 and Java >= 17 (Spark 4 needs it).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+die() { echo "setup: $*" >&2; exit 1; }
+
+command -v "$PY" >/dev/null || die "Python 3.11+ is required and '$PY' was not found (set PYTHON=/path/to/python3.11)."
+"$PY" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' \
+  || die "Python 3.11+ is required; $("$PY" --version 2>&1) found (set PYTHON=/path/to/python3.11)."
+command -v java >/dev/null || [ -n "${JAVA_HOME:-}" ] \
+  || die "Java 17+ is required by Spark 4 and 'java' was not found (Debian/Ubuntu: apt-get install openjdk-17-jre-headless)."
+JAVA=${JAVA_HOME:+$JAVA_HOME/bin/}java
+jv=$("$JAVA" -version 2>&1 | awk -F'"' '/version/ {print $2; exit}')
+jmajor=${jv%%.*}
+[ "${jmajor:-0}" -ge 17 ] 2>/dev/null || die "Java 17+ is required by Spark 4; found '$jv'."
+
+stamp=.venv/.lock.sha256
+want=$(cat requirements.lock pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x .venv/bin/python ]; then
+  echo "setup: .venv is up to date"
+else
+  [ -x .venv/bin/python ] || "$PY" -m venv .venv
+  .venv/bin/python -m pip install -q --disable-pip-version-check "uv==0.13.9"
+  echo "setup: installing the locked environment into .venv (first time: about a minute)"
+  .venv/bin/uv pip sync -q --python .venv/bin/python requirements.lock
+  .venv/bin/uv pip install -q --python .venv/bin/python --no-deps -e .
+  echo "$want" > "$stamp"
+fi
+# The pyspark / pyspark-client trap: both write pyspark/; the Python package must match the jars it drives.
+.venv/bin/python -m streamrec.doctor --quick
