@@ -32,13 +32,16 @@ def get_session(
     if active is None and not os.environ.get("SPARK_ENV_LOADED") and "spark.master" not in _submit_conf():
         builder = builder.master(master or os.environ.get("STREAMREC_SPARK_MASTER", "local[2]"))
     conf = {
-        "spark.sql.shuffle.partitions": str(shuffle_partitions or os.environ.get("STREAMREC_SHUFFLE_PARTITIONS", 4)),
+        "spark.sql.shuffle.partitions": str(
+            shuffle_partitions or os.environ.get("STREAMREC_SHUFFLE_PARTITIONS", 4)
+        ),
         "spark.ui.enabled": os.environ.get("STREAMREC_SPARK_UI", "false"),
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.adaptive.enabled": "true",
         "spark.driver.memory": os.environ.get("STREAMREC_DRIVER_MEMORY", "4g"),
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.driver.extraJavaOptions": "-Xss16m",
+        "spark.ui.showConsoleProgress": "false",
         "spark.log.level": os.environ.get("STREAMREC_SPARK_LOG_LEVEL", "WARN"),
     }
     conf.update(extra_conf or {})

@@ -1,0 +1,474 @@
+"""Tests for streamrec.loader: formats, line endings, folders, and exact file/line/rule on bad rows.
+
+Expected values are written by hand. pandas-only tests are ``unit``; ``spark`` tests share the session
+fixture and are kept few (each read is one small Spark job).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streamrec import loader
+from streamrec.loader import (
+    RatingsFormatError,
+    detect_format,
+    list_rating_files,
+    read_ratings,
+    read_ratings_pandas,
+)
+from streamrec.schema import RATINGS_SCHEMA, WHOLE_STAR, RatingScale
+
+ML_HEADER = "userId,movieId,rating,timestamp"
+
+
+def write(path, text: str | bytes) -> str:
+    data = text.encode() if isinstance(text, str) else text
+    with open(path, "wb") as f:
+        f.write(data)
+    return str(path)
+
+
+def write_parquet(path, columns: dict[str, pa.Array]) -> str:
+    pq.write_table(pa.table(columns), str(path))
+    return str(path)
+
+
+def rows(df: pd.DataFrame) -> list[tuple]:
+    """DataFrame rows as plain tuples, ``None`` for a null ts."""
+    return [
+        (int(u), int(i), float(r), None if pd.isna(t) else int(t))
+        for u, i, r, t in zip(df["user"], df["item"], df["rating"], df["ts"], strict=True)
+    ]
+
+
+def assert_dtypes(df: pd.DataFrame) -> None:
+    assert list(df.columns) == ["user", "item", "rating", "ts"]
+    assert [str(t) for t in df.dtypes] == ["int64", "int64", "float64", "Int64"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Formats (pandas reader)
+# ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.unit
+def test_movielens_crlf(tmp_path):
+    p = write(tmp_path / "ratings.csv", f"{ML_HEADER}\r\n1,31,2.5,1260759144\r\n1,1029,3.0,1260759179\r\n")
+    assert detect_format(p) == "movielens"
+    df = read_ratings_pandas(p)
+    assert_dtypes(df)
+    assert rows(df) == [(1, 31, 2.5, 1260759144), (1, 1029, 3.0, 1260759179)]
+
+
+@pytest.mark.unit
+def test_movielens_lf_no_final_newline_and_trailing_blank_lines(tmp_path):
+    a = write(tmp_path / "a.csv", f"{ML_HEADER}\n7,8,0.5,0\n9,10,5.0,99")
+    b = write(tmp_path / "b.csv", f"{ML_HEADER}\n7,8,4.5,1\n\n  \n\t\n")
+    assert rows(read_ratings_pandas(a)) == [(7, 8, 0.5, 0), (9, 10, 5.0, 99)]
+    assert rows(read_ratings_pandas(b)) == [(7, 8, 4.5, 1)]
+
+
+@pytest.mark.unit
+def test_udata(tmp_path):
+    p = write(tmp_path / "u.data", "196\t242\t3\t881250949\n186\t302\t3\t891717742\n22\t377\t1\t878887116\n")
+    assert detect_format(p) == "udata"
+    df = read_ratings_pandas(p, scale=WHOLE_STAR)
+    assert rows(df) == [(196, 242, 3.0, 881250949), (186, 302, 3.0, 891717742), (22, 377, 1.0, 878887116)]
+    assert rows(read_ratings_pandas(p, fmt="udata")) == rows(df)
+
+
+@pytest.mark.unit
+def test_csv_without_timestamp_gives_null_ts(tmp_path):
+    p = write(tmp_path / "r.csv", "user,item,rating\n5,6,4.0\n9223372036854775807,1,0.5\n")
+    assert detect_format(p) == "csv"
+    df = read_ratings_pandas(p)
+    assert_dtypes(df)
+    assert rows(df) == [(5, 6, 4.0, None), (9223372036854775807, 1, 0.5, None)]
+
+
+@pytest.mark.unit
+def test_csv_with_timestamp_and_empty_timestamp(tmp_path):
+    p = write(tmp_path / "r.csv", "user,item,rating,timestamp\n5,6,4.0,1700000000\n7,8,1.5,\n")
+    assert rows(read_ratings_pandas(p, fmt="csv")) == [(5, 6, 4.0, 1700000000), (7, 8, 1.5, None)]
+
+
+@pytest.mark.unit
+def test_lexical_forms_accepted(tmp_path):
+    # leading zeros, a plus sign, "4." and ".5" and an exponent are numbers; a UTF-8 BOM before the header is ignored
+    text = "\ufeffuser,item,rating,timestamp\n007,+3,4.,+12\n1,2,.5,0\n3,4,3.5e0,5\n"
+    p = write(tmp_path / "r.csv", text)
+    assert rows(read_ratings_pandas(p)) == [(7, 3, 4.0, 12), (1, 2, 0.5, 0), (3, 4, 3.5, 5)]
+
+
+@pytest.mark.unit
+def test_parquet(tmp_path):
+    p = write_parquet(
+        tmp_path / "r.parquet",
+        {
+            "user": pa.array([1, 2], pa.int64()),
+            "item": pa.array([10, 20], pa.int32()),
+            "rating": pa.array([3.5, 4.0], pa.float32()),
+            "timestamp": pa.array([1000, None], pa.int64()),
+        },
+    )
+    assert detect_format(p) == "parquet"
+    df = read_ratings_pandas(p)
+    assert_dtypes(df)
+    assert rows(df) == [(1, 10, 3.5, 1000), (2, 20, 4.0, None)]
+
+
+@pytest.mark.unit
+def test_parquet_without_timestamp(tmp_path):
+    p = write_parquet(tmp_path / "r.parquet", {"user": [3], "item": [4], "rating": [5.0]})
+    assert rows(read_ratings_pandas(p, fmt="parquet")) == [(3, 4, 5.0, None)]
+
+
+@pytest.mark.unit
+def test_folder_of_files_mixed_formats_skips_hidden_and_underscore(tmp_path):
+    d = tmp_path / "incoming"
+    d.mkdir()
+    write(d / "a.csv", f"{ML_HEADER}\r\n1,2,3.0,10\r\n")
+    write(d / "b.data", "3\t4\t2\t20\n")
+    write(d / "c.csv", "user,item,rating\n5,6,4.5\n")
+    write_parquet(d / "d.parquet", {"user": [7], "item": [8], "rating": [1.0], "ts": [40]})
+    write(d / "_SUCCESS", "")
+    write(d / ".a.csv.crc", "garbage")
+    assert list_rating_files(str(d)) == [str(d / n) for n in ("a.csv", "b.data", "c.csv", "d.parquet")]
+    assert rows(read_ratings_pandas(str(d))) == [(1, 2, 3.0, 10), (3, 4, 2.0, 20), (5, 6, 4.5, None), (7, 8, 1.0, 40)]
+    # a list of paths, one given as a file:// URI
+    both = read_ratings_pandas([str(d / "c.csv"), "file://" + str(d / "a.csv")])
+    assert rows(both) == [(5, 6, 4.5, None), (1, 2, 3.0, 10)]
+
+
+@pytest.mark.unit
+def test_folder_rules(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        list_rating_files(str(tmp_path / "missing"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no rating files"):
+        list_rating_files(str(tmp_path / "empty"))
+    (tmp_path / "nested" / "sub").mkdir(parents=True)
+    write(tmp_path / "nested" / "a.csv", f"{ML_HEADER}\n1,2,3,4\n")
+    with pytest.raises(ValueError, match="sub-folder 'sub'"):
+        list_rating_files(str(tmp_path / "nested"))
+    p = write(tmp_path / "a.csv", f"{ML_HEADER}\n1,2,3,4\n")
+    with pytest.raises(ValueError, match="more than once"):
+        read_ratings_pandas([p, p])
+
+
+@pytest.mark.unit
+def test_whole_star_scale_and_custom_scale(tmp_path):
+    p = write(tmp_path / "r.csv", "user,item,rating\n1,2,4\n1,3,2.5\n")
+    with pytest.raises(RatingsFormatError) as e:
+        read_ratings_pandas(p, scale=WHOLE_STAR)
+    assert (e.value.line, e.value.rule) == (3, "rating_on_step")
+    ten = RatingScale(1, 10, 1)
+    q = write(tmp_path / "q.csv", "user,item,rating\n1,2,10\n")
+    assert rows(read_ratings_pandas(q, scale=ten)) == [(1, 2, 10.0, None)]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Bad rows: exact file, line and rule (pandas reader)
+# ---------------------------------------------------------------------------------------------------------
+
+GOOD = "1,2,3.5,100\n"
+# (bad line, rule, detail) -- the bad line is written as line 4 of a ratings.csv (header = line 1)
+BAD_LINES = [
+    ("1,2,7.0,100", "rating_on_scale", "rating 7.0 is outside [0.5, 5]"),
+    ("1,2,3.3,100", "rating_on_step", "rating 3.3 is not on the scale's 0.5 steps from 0.5"),
+    ("0,2,3.5,100", "id_range", "user 0 is not in 1..9223372036854775807"),
+    ("1,-4,3.5,100", "id_range", "item -4 is not in 1..9223372036854775807"),
+    ("1,abc,3.5,100", "id_integer", "item 'abc' is not an integer"),
+    ("1,2.0,3.5,100", "id_integer", "item '2.0' is not an integer"),
+    ("9223372036854775808,2,3.5,100", "id_range", "user 9223372036854775808 is not in 1..9223372036854775807"),
+    ("1,2,3.5", "field_count", "expected 4 fields separated by ',', found 3 in '1,2,3.5'"),
+    ("1,2,3.5,100,7", "field_count", "expected 4 fields separated by ',', found 5 in '1,2,3.5,100,7'"),
+    ("1,2,NaN,100", "rating_finite", "rating NaN is not a finite number"),
+    ("1,2,1e999,100", "rating_finite", "rating 1e999 is not a finite number"),
+    ("1,2,four,100", "rating_number", "rating 'four' is not a number"),
+    ("1,2, 3.5,100", "rating_number", "rating ' 3.5' is not a number"),
+    ("1,2,3.5,-1", "timestamp_range", "timestamp -1 is negative"),
+    ("1,2,3.5,1.5e9", "timestamp_integer", "timestamp '1.5e9' is not an integer (epoch seconds)"),
+    ("1,2,3.5,", "timestamp_integer", "timestamp '' is not an integer (epoch seconds)"),
+    ("", "blank_line", "blank line followed by more lines (only trailing blank lines are allowed)"),
+    (ML_HEADER, "repeated_header", f"the header '{ML_HEADER}' appears again after line 1"),
+]
+
+
+def bad_file(tmp_path, bad_line: str, crlf: bool = False) -> str:
+    eol = "\r\n" if crlf else "\n"
+    lines = [ML_HEADER, "1,2,3.5,100", "2,3,4.0,101", bad_line, "3,4,0.5,102"]
+    return write(tmp_path / "ratings.csv", eol.join(lines) + eol)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(("bad_line", "rule", "detail"), BAD_LINES, ids=[b[1] + ":" + b[0][:12] for b in BAD_LINES])
+def test_bad_line_pandas(tmp_path, bad_line, rule, detail):
+    path = bad_file(tmp_path, bad_line, crlf=rule == "rating_on_scale")
+    with pytest.raises(RatingsFormatError) as e:
+        read_ratings_pandas(path)
+    err = e.value
+    assert (err.path, err.line, err.rule, err.detail) == (path, 4, rule, detail)
+    assert str(err) == f"{path} line 4: rule {rule}: {detail}"
+    assert isinstance(err, ValueError)
+
+
+@pytest.mark.unit
+def test_message_format_example(tmp_path):
+    body = "".join(f"{u},1,4.0,{u}\n" for u in range(1, 16))  # lines 2..16
+    path = write(tmp_path / "ratings.csv", f"{ML_HEADER}\n{body}16,1,7.0,16\n")
+    with pytest.raises(RatingsFormatError, match=r"ratings\.csv line 17: rule rating_on_scale: rating 7\.0 is outside \[0\.5, 5\]$"):
+        read_ratings_pandas(path)
+
+
+@pytest.mark.unit
+def test_unknown_header_and_named_format_mismatch(tmp_path):
+    p = write(tmp_path / "x.csv", "u,i,r,t\n1,2,3,4\n")
+    with pytest.raises(RatingsFormatError) as e:
+        detect_format(p)
+    assert (e.value.line, e.value.rule) == (1, "known_header")
+    with pytest.raises(RatingsFormatError, match="line 1: rule known_header: format movielens needs header"):
+        read_ratings_pandas(write(tmp_path / "y.csv", "user,item,rating\n1,2,3\n"), fmt="movielens")
+    with pytest.raises(RatingsFormatError, match="rule known_header: the file is empty"):
+        read_ratings_pandas(write(tmp_path / "empty.csv", ""))
+    with pytest.raises(RatingsFormatError, match="rule known_header: not a Parquet file"):
+        read_ratings_pandas(p, fmt="parquet")
+    with pytest.raises(ValueError, match="unknown ratings format"):
+        read_ratings_pandas(p, fmt="tsv")
+    # a udata file named as such: its first line is data, so a header there breaks a data rule
+    with pytest.raises(RatingsFormatError) as e:
+        read_ratings_pandas(write(tmp_path / "u.data", "user\titem\trating\tts\n"), fmt="udata")
+    assert (e.value.line, e.value.rule, e.value.detail) == (1, "id_integer", "user 'user' is not an integer")
+
+
+@pytest.mark.unit
+def test_udata_wrong_field_count_and_first_bad_file_wins(tmp_path):
+    d = tmp_path / "parts"
+    d.mkdir()
+    write(d / "a.data", "1\t2\t3\t4\n")
+    write(d / "b.data", "1\t2\t3\t4\n5\t6\t4\n")
+    write(d / "c.data", "1\t2\t9\t4\n")
+    with pytest.raises(RatingsFormatError) as e:
+        read_ratings_pandas(str(d))
+    err = e.value
+    assert (err.path, err.line, err.rule) == (str(d / "b.data"), 2, "field_count")
+    assert err.detail == "expected 4 fields separated by tab, found 3 in '5\\t6\\t4'"
+
+
+@pytest.mark.unit
+def test_parquet_bad_row(tmp_path):
+    p = write_parquet(
+        tmp_path / "r.parquet",
+        {"user": [1, 2, 0], "item": [5, 6, 7], "rating": [1.0, 2.0, 3.0], "timestamp": [1, 2, 3]},
+    )
+    with pytest.raises(RatingsFormatError) as e:
+        read_ratings_pandas(p)
+    assert str(e.value) == f"{p} row 3: rule id_range: user 0 is not in 1..9223372036854775807"
+    q = write_parquet(tmp_path / "q.parquet", {"user": [1, 2], "item": [5, 6], "rating": [1.0, math.nan]})
+    with pytest.raises(RatingsFormatError, match=r"row 2: rule rating_finite: rating nan is not a finite"):
+        read_ratings_pandas(q)
+    r = write_parquet(tmp_path / "s.parquet", {"user": [1], "item": [5], "rating": [1.0], "extra": [1]})
+    with pytest.raises(RatingsFormatError, match="rule known_header: Parquet columns"):
+        read_ratings_pandas(r)
+    s = write_parquet(tmp_path / "t.parquet", {"user": pa.array([1, None]), "item": [5, 6], "rating": [1.0, 2.0]})
+    with pytest.raises(RatingsFormatError, match="row 2: rule id_integer: user is null"):
+        read_ratings_pandas(s)
+
+
+@pytest.mark.unit
+def test_chunk_boundaries(tmp_path, monkeypatch):
+    """Tiny chunks: CRLF pairs and lines split across reads, line numbers continue, trailing blanks allowed."""
+    monkeypatch.setattr(loader, "_CHUNK_BYTES", 5)
+    p = write(tmp_path / "r.csv", f"{ML_HEADER}\r\n1,2,3.5,100\r\n22,33,4.5,200\r\n\r\n\r\n")
+    assert rows(read_ratings_pandas(p)) == [(1, 2, 3.5, 100), (22, 33, 4.5, 200)]
+    q = write(tmp_path / "q.csv", f"{ML_HEADER}\r\n1,2,3.5,100\r\n\r\n\r\n22,33,4.5,200\r\n")
+    with pytest.raises(RatingsFormatError) as e:
+        read_ratings_pandas(q)
+    assert (e.value.line, e.value.rule) == (3, "blank_line")
+    r = write(tmp_path / "r2.csv", f"{ML_HEADER}\r1,2,3.5,100\r22,33,4.5,200\r1,2,0,1\r")  # lone CR endings
+    with pytest.raises(RatingsFormatError) as e:
+        read_ratings_pandas(r)
+    assert (e.value.line, e.value.rule) == (4, "rating_on_scale")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The three implementations of the rules agree (scalar Python, pyarrow, Spark)
+# ---------------------------------------------------------------------------------------------------------
+
+TOKENS = [
+    "", "0", "1", "7", "-1", "+1", "-0", "007", "1.0", "3.5", "3.25", "3.3", "0.5", "5", "5.0", "5.5", "0.49999999999",
+    "4.0000000001", "4.00000000001", ".5", "5.", "3.5e0", "35E-1", "1e999", "-1e999", "NaN", "nan", "-Infinity",
+    "inf", "abc", " 1", "1 ", "1_0", "0x10", "9223372036854775807", "9223372036854775808", "-9223372036854775808",
+    "18446744073709551616", "00009223372036854775807", "1e5", "½", "١",
+]  # fmt: skip
+
+
+def scalar_ok(fields: list[str], layout) -> bool:
+    return loader._check_fields(fields, layout, loader.HALF_STAR) is None
+
+
+@pytest.mark.unit
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(TOKENS) | st.text(max_size=4), min_size=4, max_size=4), min_size=1, max_size=30))
+def test_vectorised_rules_match_scalar_rules(rows_):
+    for layout in (loader._MOVIELENS, loader._CSV_TS, loader._CSV):
+        cols = [pa.array([r[j] for r in rows_], pa.large_string()) for j in range(layout.n_fields)]
+        ok, _ = loader._pa_ok_and_values(cols, layout, loader.HALF_STAR)
+        expected = [scalar_ok(r[: layout.n_fields], layout) for r in rows_]
+        assert ok.tolist() == expected
+
+
+@pytest.mark.spark
+def test_spark_rules_match_scalar_rules(spark, tmp_path):
+    rng = np.random.default_rng(3)
+    lines = {",".join(rng.choice(TOKENS, 4)) for _ in range(400)}
+    lines |= {f"1,2,{t},3" for t in TOKENS} | {f"1,{t},3.5,3" for t in TOKENS} | {f"1,2,3.5,{t}" for t in TOKENS}
+    lines |= {"1,2,3.5", "1,2,3.5,4,5", "1\t2\t3.5\t4"}
+    lines.discard("")
+    layout = loader._CSV_TS
+    path = write(tmp_path / "r.csv", layout.header + "\n" + "\n".join(sorted(lines)) + "\n")
+    group = loader._text_group(spark, layout, [path], loader.HALF_STAR)
+    got = {r["value"]: r["_ok"] for r in group.annotated.select("value", "_ok").collect()}
+    got.pop(layout.header)
+    expected = {line: loader._check_line(line, layout, loader.HALF_STAR) is None for line in lines}
+    assert got == expected
+    assert sum(expected.values()) > 20  # the corpus has valid lines too
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Spark reader
+# ---------------------------------------------------------------------------------------------------------
+
+
+def spark_rows(df) -> list[tuple]:
+    return [tuple(r) for r in df.collect()]
+
+
+@pytest.mark.spark
+def test_spark_all_formats_in_one_folder(spark, tmp_path):
+    d = tmp_path / "in put"  # a space in the path
+    d.mkdir()
+    write(d / "a.csv", f"{ML_HEADER}\r\n1,2,3.0,10\r\n11,12,0.5,11\r\n")
+    write(d / "b.data", "3\t4\t2\t20\n")
+    write(d / "c.csv", "user,item,rating\n5,6,4.5\n")
+    write(d / "d.csv", "user,item,rating,timestamp\n9223372036854775807,6,4.5,\n")
+    write_parquet(d / "e.parquet", {"user": [7], "item": pa.array([8], pa.int32()), "rating": [1.0], "ts": [40]})
+    write(d / "_SUCCESS", "")
+    df = read_ratings(spark, str(d))
+    assert df.schema == RATINGS_SCHEMA
+    assert sorted(spark_rows(df), key=lambda r: r[0]) == [
+        (1, 2, 3.0, 10),
+        (3, 4, 2.0, 20),
+        (5, 6, 4.5, None),
+        (7, 8, 1.0, 40),
+        (11, 12, 0.5, 11),
+        (9223372036854775807, 6, 4.5, None),
+    ]
+
+
+@pytest.mark.spark
+@pytest.mark.parametrize(
+    ("bad_line", "rule", "detail"),
+    [b for b in BAD_LINES if b[1] in ("rating_on_scale", "rating_on_step", "rating_finite", "field_count")]
+    + [b for b in BAD_LINES if b[0] in ("0,2,3.5,100", "1,abc,3.5,100", "9223372036854775808,2,3.5,100")],
+    ids=lambda x: x[:16] if isinstance(x, str) else None,
+)
+def test_bad_line_spark(spark, tmp_path, bad_line, rule, detail):
+    path = bad_file(tmp_path, bad_line, crlf=True)
+    with pytest.raises(RatingsFormatError) as e:
+        read_ratings(spark, path)
+    err = e.value
+    assert (err.path, err.line, err.rule, err.detail) == (path, 4, rule, detail)
+    assert str(err) == f"{path} line 4: rule {rule}: {detail}"
+
+
+@pytest.fixture
+def small_splits(spark):
+    """Make Spark cut files into ~2 KB splits, so that line numbers must be stitched across splits."""
+    keys = ("spark.sql.files.maxPartitionBytes", "spark.sql.files.openCostInBytes")
+    old = {k: spark.conf.get(k) for k in keys}
+    for k in keys:
+        spark.conf.set(k, "2048")
+    yield
+    for k, v in old.items():
+        spark.conf.set(k, v)
+
+
+def many_lines(n: int) -> list[str]:
+    return [f"{u},{u % 97 + 1},{(u % 10 + 1) / 2:.1f},{1_000_000 + u}" for u in range(1, n + 1)]
+
+
+@pytest.mark.spark
+def test_spark_line_numbers_across_splits(spark, tmp_path, small_splits):
+    lines = many_lines(3000)  # ~60 KB: about 30 splits
+    lines[2499] = "2500,1,3.5,-7"  # physical line 2501
+    path = write(tmp_path / "big.csv", "\r\n".join([ML_HEADER, *lines]) + "\r\n")
+    with pytest.raises(RatingsFormatError) as e:
+        read_ratings(spark, path)
+    assert str(e.value) == f"{path} line 2501: rule timestamp_range: timestamp -7 is negative"
+
+    lines = many_lines(3000)
+    lines[1799] = ""  # physical line 1801: blank, followed by more lines
+    blank = write(tmp_path / "blank.csv", "\n".join([ML_HEADER, *lines]) + "\n\n\n")
+    with pytest.raises(RatingsFormatError) as e:
+        read_ratings(spark, blank)
+    assert (e.value.line, e.value.rule) == (1801, "blank_line")
+
+    ok = write(tmp_path / "ok.csv", "\n".join([ML_HEADER, *many_lines(3000)]) + "\n\n \n")
+    df = read_ratings(spark, ok)
+    assert df.count() == 3000
+    assert df.agg({"ts": "max"}).first()[0] == 1_003_000
+
+
+@pytest.mark.spark
+def test_spark_repeated_header_and_first_bad_file(spark, tmp_path):
+    d = tmp_path / "parts"
+    d.mkdir()
+    write(d / "a.csv", f"{ML_HEADER}\n1,2,3.5,1\n")
+    # "cat x.csv y.csv z.csv": the header again at lines 3 and 5
+    write(d / "b.csv", f"{ML_HEADER}\n1,2,3.5,1\n{ML_HEADER}\n1,3,4.0,2\n{ML_HEADER}\n1,4,4.0,3\n")
+    write(d / "c.csv", f"{ML_HEADER}\n0,2,3.5,1\n")
+    with pytest.raises(RatingsFormatError) as e:
+        read_ratings(spark, str(d))
+    err = e.value
+    assert (err.path, err.line, err.rule) == (str(d / "b.csv"), 3, "repeated_header")
+
+
+@pytest.mark.spark
+def test_spark_parquet_bad_row(spark, tmp_path):
+    p = write_parquet(
+        tmp_path / "r.parquet",
+        {"user": [1, 2, 3, 4], "item": [5, 6, 7, 8], "rating": [1.0, 2.0, 2.5, 9.5], "timestamp": [1, 2, 3, 4]},
+    )
+    with pytest.raises(RatingsFormatError) as e:
+        read_ratings(spark, p)
+    assert str(e.value) == f"{p} row 4: rule rating_on_scale: rating 9.5 is outside [0.5, 5]"
+
+
+@pytest.mark.spark
+def test_spark_guard_when_file_changes_after_validation(spark, tmp_path):
+    path = write(tmp_path / "r.csv", "user,item,rating\n1,2,3.5\n")
+    df = read_ratings(spark, path)
+    assert spark_rows(df) == [(1, 2, 3.5, None)]
+    write(path, "user,item,rating\n1,2,8.5\n")
+    with pytest.raises(Exception, match="ratings changed after validation"):
+        df.collect()
+
+
+@pytest.mark.unit
+def test_pandas_matches_file_order_and_values_of_spark_free_path(tmp_path):
+    """read_ratings_pandas keeps file order then line order (no sorting)."""
+    p = write(tmp_path / "r.csv", "user,item,rating,timestamp\n9,1,1.0,5\n2,1,2.0,3\n5,1,3.0,4\n")
+    df = read_ratings_pandas(p)
+    assert df["user"].tolist() == [9, 2, 5]
+    assert df["ts"].tolist() == [5, 3, 4]
+    assert os.path.basename(p) == "r.csv"

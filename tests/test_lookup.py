@@ -1,0 +1,181 @@
+"""Predict / recommend without Spark: hand-computed values on a 3-user × 4-item model, fallbacks, exclusions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from streamrec.lookup import Recommender, seen_from_ratings
+from streamrec.schema import RatingScale
+from streamrec.store import ModelArrays, ModelStore
+
+pytestmark = pytest.mark.unit
+
+
+def tiny() -> ModelArrays:
+    """mu 3; users 1, 2, 3; items 10, 20, 30, 40; rank 2 (see the expected values in the tests)."""
+    return ModelArrays(
+        mu=3.0,
+        rank=2,
+        user_ids=[1, 2, 3],
+        user_bias=[0.5, -0.5, 0.0],
+        user_factors=[[1.0, 0.0], [0.0, 1.0], [1.0, 2.0]],
+        item_ids=[10, 20, 30, 40],
+        item_bias=[0.2, -0.3, 0.0, 0.1],
+        item_factors=[[1.0, 0.0], [0.0, 2.0], [0.5, 0.5], [-1.0, 1.0]],
+    )
+
+
+# r̂ = mu + b_u + b_i + p_u·q_i, by hand:
+EXPECTED = {
+    (1, 10): 3 + 0.5 + 0.2 + 1.0,  # 4.7
+    (1, 20): 3 + 0.5 - 0.3 + 0.0,  # 3.2
+    (1, 30): 3 + 0.5 + 0.0 + 0.5,  # 4.0
+    (1, 40): 3 + 0.5 + 0.1 - 1.0,  # 2.6
+    (2, 10): 3 - 0.5 + 0.2 + 0.0,  # 2.7
+    (2, 20): 3 - 0.5 - 0.3 + 2.0,  # 4.2
+    (2, 30): 3 - 0.5 + 0.0 + 0.5,  # 3.0
+    (2, 40): 3 - 0.5 + 0.1 + 1.0,  # 3.6
+    (3, 10): 3 + 0.0 + 0.2 + 1.0,  # 4.2
+    (3, 20): 5.0,  # 3 + 0 - 0.3 + 4 = 6.7, clipped to the top of the scale
+    (3, 30): 3 + 0.0 + 0.0 + 1.5,  # 4.5
+    (3, 40): 3 + 0.0 + 0.1 + 1.0,  # 4.1
+}
+
+
+@pytest.mark.parametrize(("user", "item"), sorted(EXPECTED))
+def test_predict_matches_hand_computed_values(user: int, item: int) -> None:
+    assert Recommender(tiny()).predict(user, item) == pytest.approx(EXPECTED[(user, item)], abs=1e-12)
+
+
+def test_predict_fallbacks_and_clipping() -> None:
+    rec = Recommender(tiny())
+    assert rec.predict(99, 10) == pytest.approx(3.2)  # unknown user: mu + b_i
+    assert rec.predict(1, 99) == pytest.approx(3.5)  # unknown item: mu + b_u
+    assert rec.predict(98, 99) == 3.0  # both unknown: mu
+    narrow = Recommender(tiny(), scale=(3.0, 4.0))
+    assert narrow.predict(1, 40) == 3.0 and narrow.predict(1, 10) == 4.0
+    assert Recommender(tiny(), scale=RatingScale(1.0, 5.0, 1.0)).predict(3, 20) == 5.0
+    assert Recommender(tiny(), scale=None).predict(3, 20) == pytest.approx(6.7)
+    assert isinstance(rec.predict(1, 10), float)
+
+
+def test_predict_many_equals_predict() -> None:
+    rec = Recommender(tiny())
+    users = [1, 2, 3, 99, 1, 98]
+    items = [10, 20, 30, 40, 99, 97]
+    expected = [rec.predict(u, i) for u, i in zip(users, items, strict=True)]
+    np.testing.assert_allclose(rec.predict_many(users, items), expected, rtol=0, atol=1e-12)
+
+
+def test_recommend_ranks_unseen_items() -> None:
+    rec = Recommender(tiny(), seen={1: np.array([10]), 3: np.array([], dtype=np.int64)})
+    # user 1 rated item 10; k larger than the 3 candidates returns all of them, best first
+    assert _round(rec.recommend(1, k=10)) == [(30, 4.0), (20, 3.2), (40, 2.6)]
+    # ranked by the raw score: item 20 (6.7, shown clipped to 5.0) beats item 30 (4.5)
+    assert _round(rec.recommend(3, k=2)) == [(20, 5.0), (30, 4.5)]
+    assert _round(rec.recommend(2)) == [(20, 4.2), (40, 3.6), (30, 3.0), (10, 2.7)]
+    assert rec.recommend(2, k=0) == []
+    with pytest.raises(ValueError):
+        rec.recommend(2, k=-1)
+
+
+def test_seen_items_are_excluded_and_unknown_seen_items_ignored() -> None:
+    rec = Recommender(tiny(), seen={2: np.array([20, 40, 777]), 1: np.array([10, 20, 30, 40])})
+    assert [i for i, _ in rec.recommend(2, k=10)] == [30, 10]
+    assert rec.recommend(1, k=5) == []  # everything rated
+
+
+def test_cold_user_gets_top_items_by_bias() -> None:
+    rec = Recommender(tiny(), seen={99: np.array([10])})
+    assert _round(rec.recommend(1234, k=3)) == [(10, 3.2), (40, 3.1), (30, 3.0)]
+    assert _round(rec.recommend(99, k=10)) == [(40, 3.1), (30, 3.0), (20, 2.7)]  # its seen items excluded
+
+
+def test_ties_are_broken_by_item_id() -> None:
+    ids = [50, 20, 40, 10, 30]
+    arrays = ModelArrays(
+        mu=3.0,
+        rank=1,
+        user_ids=[1],
+        user_bias=[0.0],
+        user_factors=[[1.0]],
+        item_ids=ids,
+        item_bias=[0.5, 0.5, 0.1, 0.5, 0.5],
+        item_factors=[[0.0]] * 5,
+    )
+    rec = Recommender(arrays)
+    # four items tie at 3.5: the k-th place is decided by id, never by memory order
+    assert [i for i, _ in rec.recommend(1, k=2)] == [10, 20]
+    assert [i for i, _ in rec.recommend(1, k=4)] == [10, 20, 30, 50]
+    assert [i for i, _ in rec.recommend(777, k=3)] == [10, 20, 30]  # cold user, same rule
+
+
+def test_nan_scores_are_never_recommended() -> None:
+    arrays = tiny()
+    arrays.item_factors[1, 0] = np.nan  # item 20: NaN for every known user
+    arrays.item_bias[0] = np.nan  # item 10: NaN for everyone
+    rec = Recommender(arrays)
+    assert [i for i, _ in rec.recommend(3, k=1)] == [30]
+    assert [i for i, _ in rec.recommend(3, k=10)] == [30, 40]
+    assert [i for i, _ in rec.recommend(2, k=3)] == [40, 30]
+    assert [i for i, _ in rec.recommend(999, k=10)] == [40, 30, 20]  # cold: by bias, NaN bias excluded
+
+
+def test_recommend_matches_brute_force_on_a_random_model() -> None:
+    rng = np.random.default_rng(7)
+    n_users, n_items, rank = 30, 300, 6
+    arrays = ModelArrays(
+        mu=3.4,
+        rank=rank,
+        user_ids=np.arange(1, n_users + 1),
+        user_bias=rng.normal(0, 0.3, n_users),
+        user_factors=rng.normal(0, 0.5, (n_users, rank)),
+        item_ids=rng.permutation(np.arange(1000, 1000 + n_items)),
+        item_bias=rng.normal(0, 0.3, n_items),
+        item_factors=rng.normal(0, 0.5, (n_items, rank)),
+    )
+    seen = {
+        u: rng.choice(arrays.item_ids, size=rng.integers(0, 50), replace=False) for u in range(1, n_users + 1)
+    }
+    rec = Recommender(arrays, seen=seen, scale=None)
+    for user in range(1, n_users + 1):
+        row = arrays.user_row(user)
+        raw = (
+            arrays.mu
+            + arrays.user_bias[row]
+            + arrays.item_bias
+            + arrays.item_factors @ arrays.user_factors[row]
+        )
+        candidates = [
+            (float(s), int(i)) for i, s in zip(arrays.item_ids, raw, strict=True) if i not in set(seen[user])
+        ]
+        expected = [i for _, i in sorted(candidates, key=lambda t: (-t[0], t[1]))[:15]]
+        got = rec.recommend(user, k=15)
+        assert [i for i, _ in got] == expected
+        np.testing.assert_allclose([s for _, s in got], [rec.predict(user, i) for i in expected], atol=1e-12)
+
+
+def test_seen_from_ratings() -> None:
+    ratings = pd.DataFrame({"user": [2, 1, 2, 1, 2], "item": [30, 10, 10, 10, 20], "rating": [4.0] * 5})
+    seen = seen_from_ratings(ratings)
+    assert sorted(seen) == [1, 2]
+    np.testing.assert_array_equal(seen[1], [10])
+    np.testing.assert_array_equal(seen[2], [10, 20, 30])
+    assert seen_from_ratings(ratings.iloc[:0]) == {}
+
+
+def test_from_store(tmp_path) -> None:
+    store = ModelStore(tmp_path)
+    version = store.write_arrays(tiny(), {"kind": "bootstrap"})
+    store.publish(version)
+    ratings = pd.DataFrame({"user": [1, 1], "item": [10, 30]})
+    rec = Recommender.from_store(str(tmp_path), seen_ratings=ratings)
+    assert rec.version == version
+    assert _round(rec.recommend(1)) == [(20, 3.2), (40, 2.6)]
+    assert Recommender.from_store(store, version=version).predict(2, 20) == pytest.approx(4.2)
+
+
+def _round(recs: list[tuple[int, float]]) -> list[tuple[int, float]]:
+    return [(i, round(s, 9)) for i, s in recs]
