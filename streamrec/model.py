@@ -11,6 +11,7 @@ observation may move it). The model has no behaviour: ``bootstrap.fit`` makes on
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import asdict, dataclass, fields
 
 from pyspark.sql import DataFrame
@@ -40,6 +41,34 @@ class _Params:
     def from_dict(cls, d: dict | None):
         names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
         return cls(**{k: v for k, v in (d or {}).items() if k in names and v is not None})
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """One ``--flag`` per field (``reg_user`` -> ``--reg-user``), default = the dataclass default.
+
+        This is the straight line from a DAG's trigger form to a job's argv to the core function: the DAG renders
+        the same field names as flags, the job parses them here, and ``from_args`` builds the dataclass.
+        """
+        group = parser.add_argument_group(f"{cls.__name__} (see streamrec.model)")
+        for f in fields(cls):  # type: ignore[arg-type]
+            group.add_argument(
+                "--" + f.name.replace("_", "-"),
+                dest=f.name,
+                type=type(f.default),
+                default=f.default,
+                help=f"default {f.default}",
+            )
+
+    @classmethod
+    def from_args(cls, ns: argparse.Namespace):
+        return cls.from_dict(vars(ns))
+
+    def to_argv(self) -> list[str]:
+        """The inverse of ``add_arguments``: ``["--rank", "50", ...]``."""
+        out: list[str] = []
+        for k, v in self.as_dict().items():
+            out += ["--" + k.replace("_", "-"), str(v)]
+        return out
 
 
 @dataclass(frozen=True)

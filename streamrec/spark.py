@@ -8,6 +8,7 @@ iterative ALS and long update lineages overflow the JVM stack without one (the t
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 
 from pyspark.sql import SparkSession
@@ -26,6 +27,9 @@ def get_session(
     already chosen one). ``checkpoint_dir`` falls back to ``$STREAMREC_CHECKPOINT_DIR`` then a temp folder.
     """
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    # Python workers (applyInPandas) must run the interpreter that has our dependencies, not whatever python3 is
+    # first on PATH. Under spark-submit pass --conf spark.pyspark.python instead (the JVM is already running).
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")
     active = SparkSession.getActiveSession()
     builder = SparkSession.builder.appName(app_name)

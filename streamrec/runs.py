@@ -1,0 +1,134 @@
+"""The three things a job does, as plain functions: bootstrap a version, update one, evaluate one.
+
+Each reads its inputs, calls the pure model functions, and writes a candidate version (or its metrics) through
+the ``ModelStore``. ``jobs/*.py`` are argv wrappers around these; ``bench/`` and the tests call them directly,
+so a benchmark runs the job's own code path.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+from pyspark.sql import DataFrame, SparkSession
+
+from streamrec import bootstrap, evaluate, update
+from streamrec.loader import read_ratings
+from streamrec.model import BootstrapParams, FactorModel, UpdateParams
+from streamrec.schema import HALF_STAR, RatingScale
+from streamrec.store import PUBLISHED, ModelStore
+
+log = logging.getLogger(__name__)
+
+
+class AlreadyApplied(ValueError):
+    """A partition is already in the base version's lineage: applying it twice is refused."""
+
+
+def bootstrap_version(
+    spark: SparkSession,
+    store: ModelStore,
+    ratings: Sequence[str],
+    params: BootstrapParams | None = None,
+    version: str | None = None,
+    scale: RatingScale = HALF_STAR,
+    kind: str = "bootstrap",
+    partitions: Sequence[str] = (),
+    extra: dict | None = None,
+) -> dict:
+    """Fit a model on the ``ratings`` URIs and write it as a candidate version. Returns its manifest."""
+    p = params or BootstrapParams()
+    t0 = time.perf_counter()
+    df = read_ratings(spark, list(ratings), scale)
+    model = bootstrap.fit(df, p)
+    vid = store.write_version(
+        model,
+        {
+            "kind": kind,
+            "parent": None,
+            "params": {"bootstrap": p.as_dict(), "scale": str(scale)},
+            "partitions": list(partitions),
+            "inputs": list(ratings),
+            "metrics": {"fit_seconds": round(time.perf_counter() - t0, 3)},
+            **(extra or {}),
+        },
+        version,
+    )
+    return store.read_manifest(vid)
+
+
+def update_version(
+    spark: SparkSession,
+    store: ModelStore,
+    partitions: Sequence[tuple[str, str]],
+    base: str | None = None,
+    params: UpdateParams | None = None,
+    version: str | None = None,
+    scale: RatingScale = HALF_STAR,
+    model: FactorModel | None = None,
+) -> tuple[dict, FactorModel]:
+    """Fold ``partitions`` (``(partition_id, uri)`` pairs, in order) into ``base`` (default: the current version).
+
+    Refuses (``AlreadyApplied``) a partition id already in the base's lineage. Records the prequential metrics
+    of each partition (the model before absorbing it). ``model`` may pass the base already loaded (benchmarks).
+    Returns the new candidate manifest and the updated model.
+    """
+    p = params or UpdateParams()
+    base = base or store.current()
+    if base is None:
+        raise LookupError(f"no base version: {store} has no published model; bootstrap first")
+    base_manifest = store.read_manifest(base)
+    done = set(base_manifest.get("partitions", []))
+    ids = [pid for pid, _ in partitions]
+    dup = [pid for pid in ids if pid in done] + [pid for i, pid in enumerate(ids) if pid in ids[:i]]
+    if dup:
+        raise AlreadyApplied(f"partition(s) {dup} already applied in lineage of {base}; refusing to apply twice")
+    current = model if model is not None else store.load_model(spark, base)
+    t0 = time.perf_counter()
+    prequential = {}
+    for pid, uri in partitions:
+        df = read_ratings(spark, uri, scale).cache()
+        prequential[pid] = evaluate.prequential(current, df, scale)
+        current = update.apply(current, df, p)
+        current.users, current.items = current.users.localCheckpoint(), current.items.localCheckpoint()
+        df.unpersist()
+    seconds = round(time.perf_counter() - t0, 3)
+    vid = store.write_version(
+        current,
+        {
+            "kind": "update",
+            "parent": base,
+            "params": {**base_manifest.get("params", {}), "update": p.as_dict(), "scale": str(scale)},
+            "partitions": list(base_manifest.get("partitions", [])) + ids,
+            "inputs": list(base_manifest.get("inputs", [])) + [uri for _, uri in partitions],
+            "metrics": {"prequential": prequential, "update_seconds": seconds},
+        },
+        version,
+    )
+    return store.read_manifest(vid), current
+
+
+def evaluate_version(
+    spark: SparkSession,
+    store: ModelStore,
+    version: str,
+    holdout: Sequence[str],
+    train: Sequence[str] = (),
+    scale: RatingScale = HALF_STAR,
+    k: int = 10,
+    model: FactorModel | None = None,
+) -> dict:
+    """RMSE/MAE (with fallback counts) on the ``holdout`` URIs, plus precision@k / NDCG@k when ``train`` is
+    given (items rated in training are excluded from the ranking). Merged into the manifest's ``metrics``."""
+    m = model if model is not None else store.load_model(spark, version)
+    hold: DataFrame = read_ratings(spark, list(holdout), scale).cache()
+    metrics = {"validation": evaluate.rmse(m, hold, scale)}
+    if train:
+        metrics["validation"].update(evaluate.ranking_metrics(m, read_ratings(spark, list(train), scale), hold, k))
+    manifest = store.read_manifest(version)
+    merged = {**manifest.get("metrics", {}), **metrics}
+    if manifest.get("status") != PUBLISHED:
+        store.update_manifest(version, metrics=merged)
+    hold.unpersist()
+    return merged
