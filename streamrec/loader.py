@@ -761,34 +761,62 @@ def _rlike(col: str, pattern: str) -> str:
     return f"({col} RLIKE {_sql_str(_anchored(pattern))})"
 
 
-def _rule_columns(
-    fields: Sequence[str], layout: _Layout, scale: RatingScale, extra: str | None = None
-) -> list[str]:
-    """SQL for ``_u, _i, _r, _t`` (values, meaningful where ``_ok``) and ``_ok`` (never null) from SQL string
-    expressions for the fields: the Spark form of the rules. Written as SQL text in one projection so that
-    building the plan costs few JVM round trips; Spark's subexpression elimination evaluates repeats once."""
-    f = list(fields)
-    u, i, r = (f"try_cast({f[0]} AS BIGINT)", f"try_cast({f[1]} AS BIGINT)", f"try_cast({f[2]} AS DOUBLE)")
-    tv = f"try_cast({f[3]} AS BIGINT)" if layout.ts_mode != _TS_ABSENT else "CAST(NULL AS BIGINT)"
+def _value_items(layout: _Layout, scale: RatingScale, lexical: str) -> list[str]:
+    """Select items (Spark SQL, using lateral column aliases so that each value is computed once) that turn
+    the string fields ``_f0.._f3`` into ``_u, _i, _r, _t`` and ``_ok``: the Spark form of the rules.
+
+    ``lexical`` is a condition that already checks the literals (integer/decimal syntax, field count); what is
+    left are the ranges: ids >= 1 (``try_cast`` gives null on 64-bit overflow), the scale and its steps (an
+    overflowing literal parses as infinity and fails the range), timestamps >= 0. ``_ok`` is never null.
+    """
     lo, hi = _sql_double(scale.low - TOLERANCE), _sql_double(scale.high + TOLERANCE)
     low, step, tol = _sql_double(scale.low), _sql_double(scale.step), _sql_double(TOLERANCE)
-    parts = [] if extra is None else [extra]
-    parts += [
-        f"{_rlike(f[0], _INT)} AND {u} >= 1",
-        f"{_rlike(f[1], _INT)} AND {i} >= 1",
-        f"{_rlike(f[2], _NUM)} AND NOT {_rlike(f[2], _NONFINITE)} AND NOT isnan({r})",
-        f"abs({r}) != CAST('Infinity' AS DOUBLE) AND {r} >= {lo} AND {r} <= {hi}",
-        f"abs(({r} - {low}) - rint(({r} - {low}) / {step}) * {step}) <= {tol}",
+    items = [
+        "try_cast(_f0 AS BIGINT) AS _u",
+        "try_cast(_f1 AS BIGINT) AS _i",
+        "try_cast(_f2 AS DOUBLE) AS _r",
     ]
-    ts = tv
+    conds = [
+        lexical,
+        "_u >= 1",
+        "_i >= 1",
+        f"_r >= {lo}",
+        f"_r <= {hi}",
+        f"abs((_r - {low}) - rint((_r - {low}) / {step}) * {step}) <= {tol}",
+    ]
+    if layout.ts_mode == _TS_ABSENT:
+        items.append("CAST(NULL AS BIGINT) AS _t")
+    elif layout.ts_mode == _TS_REQUIRED:
+        items.append("try_cast(_f3 AS BIGINT) AS _t")
+        conds.append("_t >= 0")
+    else:
+        items.append("CASE WHEN _f3 = '' THEN CAST(NULL AS BIGINT) ELSE try_cast(_f3 AS BIGINT) END AS _t")
+        conds.append("(_f3 IS NULL OR _f3 = '' OR _t >= 0)")
+    items.append(f"coalesce({' AND '.join(f'({c})' for c in conds)}, false) AS _ok")
+    return items
+
+
+def _line_pattern(layout: _Layout) -> str:
+    """One regex for a whole data line: the field literals joined by the separator (so also the field count)."""
+    sep = r"\t" if layout.sep == "\t" else re.escape(layout.sep)
+    fields = [_INT, _INT, _NUM]
     if layout.ts_mode == _TS_REQUIRED:
-        parts.append(f"{_rlike(f[3], _INT)} AND {tv} >= 0")
+        fields.append(_INT)
     elif layout.ts_mode == _TS_OPTIONAL:
-        missing = f"({f[3]} IS NULL OR {f[3]} = '')"
-        parts.append(f"{missing} OR ({_rlike(f[3], _INT)} AND {tv} >= 0)")
-        ts = f"CASE WHEN {missing} THEN CAST(NULL AS BIGINT) ELSE {tv} END"
-    ok = " AND ".join(f"({x})" for x in parts)
-    return [f"{u} AS _u", f"{i} AS _i", f"{r} AS _r", f"{ts} AS _t", f"coalesce({ok}, false) AS _ok"]
+        fields.append(f"(?:{_INT})?")
+    return sep.join(f"(?:{f})" for f in fields)
+
+
+def _text_fields(layout: _Layout) -> list[str]:
+    """SQL extracting the fields of a line that matched :func:`_line_pattern` (byte-level, no regex split)."""
+    sep = "'\\t'" if layout.sep == "\t" else f"'{layout.sep}'"
+    first = f"substring_index(value, {sep}, 1)"
+    second = f"substring_index(substring_index(value, {sep}, 2), {sep}, -1)"
+    last = f"substring_index(value, {sep}, -1)"
+    if layout.n_fields == 3:
+        return [first, second, last]
+    third = f"substring_index(substring_index(value, {sep}, -2), {sep}, 1)"
+    return [first, second, third, last]
 
 
 _GUARD = (
@@ -805,13 +833,13 @@ _OUTPUT = [
 
 @dataclass
 class _Group:
-    """One Spark read of files sharing a layout: the per-file(/split) aggregates and the guarded output."""
+    """One Spark read of files sharing a layout: per-file(/split) aggregates, annotated rows, guarded output."""
 
     layout: _Layout
     files: list[str]
     stats: DataFrame
+    annotated: DataFrame
     data: DataFrame
-    annotated: DataFrame | None = None  # text: every line with file, split, id and flags
 
 
 def _spark_escape(path: str) -> str:
@@ -823,21 +851,23 @@ def _text_group(spark: SparkSession, layout: _Layout, files: list[str], scale: R
     from pyspark.sql import functions as F
 
     raw = spark.read.text([_spark_escape(f) for f in files])
-    split = f"split(value, {_sql_str(chr(92) + 't' if layout.sep == chr(9) else re.escape(layout.sep))}, -1)"
     hdr = "false"
     if layout.header is not None:
         hdr = f"(value = {_sql_str(layout.header)} OR value = {_sql_str(_BOM + layout.header)})"
-    n = layout.n_fields
-    fields = [f"get({split}, {j})" for j in range(n)]
-    annotated = raw.selectExpr(
+    lines = [
+        "value",
+        f"{_rlike('value', _line_pattern(layout))} AS _lex",
+        f"(NOT _lex AND {_rlike('value', _BLANK)}) AS _blank",
+        f"(NOT _lex AND {hdr}) AS _hdr",
+        *[f"{x} AS _f{j}" for j, x in enumerate(_text_fields(layout))],
+        *_value_items(layout, scale, "_lex"),
+    ]
+    meta = [
         "_metadata.file_path AS _file",
         "_metadata.file_block_start AS _block",
         "monotonically_increasing_id() AS _m",
-        "value",
-        f"{_rlike('value', _BLANK)} AS _blank",
-        f"{hdr} AS _hdr",
-        *_rule_columns(fields, layout, scale, extra=f"size({split}) = {n}"),
-    )
+    ]
+    annotated = raw.selectExpr(*meta, *lines)
     bad = "(NOT _blank AND NOT _hdr AND NOT _ok)"
     stats = annotated.groupBy("_file", "_block").agg(
         *[
@@ -851,12 +881,12 @@ def _text_group(spark: SparkSession, layout: _Layout, files: list[str], scale: R
                 "min(CASE WHEN _hdr THEN _m END) AS hdr_min",
                 "max(CASE WHEN _hdr THEN _m END) AS hdr_max",
                 f"sum(CAST({bad} AS BIGINT)) AS n_bad",
-                f"min(CASE WHEN {bad} THEN named_struct('m', _m, 'value', value) END) AS bad",
+                f"min(CASE WHEN {bad} THEN _m END) AS bad_m",
             )
         ]
     )
-    data = annotated.where("NOT _blank AND NOT _hdr").selectExpr(*_OUTPUT)
-    return _Group(layout, files, stats, data, annotated)
+    data = raw.selectExpr(*lines).where("NOT _blank AND NOT _hdr").selectExpr(*_OUTPUT)
+    return _Group(layout, files, stats, annotated, data)
 
 
 def _parquet_group(spark: SparkSession, layout: _Layout, files: list[str], scale: RatingScale) -> _Group:
@@ -872,20 +902,18 @@ def _parquet_group(spark: SparkSession, layout: _Layout, files: list[str], scale
             c = f"CAST({c} AS DOUBLE)"
         return f"CAST({c} AS STRING)"
 
-    fields = [as_string(c) for c in layout.columns]
-    annotated = raw.selectExpr(
-        "_metadata.file_path AS _file",
-        "_metadata.row_index AS _row",
-        *[f"{x} AS _f{j}" for j, x in enumerate(fields)],
-        *_rule_columns(fields, layout, scale),
-    )
-    row = ", ".join(["'row', _row", *[f"'f{j}', _f{j}" for j in range(len(fields))]])
+    fields = [f"{as_string(c)} AS _f{j}" for j, c in enumerate(layout.columns)]
+    lexical = [_rlike("_f0", _INT), _rlike("_f1", _INT), _rlike("_f2", _NUM)]
+    if layout.ts_mode == _TS_OPTIONAL:
+        lexical.append(f"(_f3 IS NULL OR _f3 = '' OR {_rlike('_f3', _INT)})")
+    items = [*fields, *_value_items(layout, scale, " AND ".join(lexical))]
+    annotated = raw.selectExpr("_metadata.file_path AS _file", "_metadata.row_index AS _row", *items)
     stats = annotated.groupBy("_file").agg(
         F.expr("sum(CAST(NOT _ok AS BIGINT)) AS n_bad"),
-        F.expr(f"min(CASE WHEN NOT _ok THEN named_struct({row}) END) AS bad"),
+        F.expr("min(CASE WHEN NOT _ok THEN _row END) AS bad_row"),
     )
-    data = raw.selectExpr(*_rule_columns(fields, layout, scale)).selectExpr(*_OUTPUT)
-    return _Group(layout, files, stats, data)
+    data = raw.selectExpr(*items).selectExpr(*_OUTPUT)
+    return _Group(layout, files, stats, annotated, data)
 
 
 def _norm_uri(uri: str) -> str:
@@ -908,28 +936,29 @@ def _text_error(
     def line(b: Any, m: int) -> int:
         return first_line[b["_block"]] + (m - b["m0"])
 
-    candidates: list[tuple[int, str | None]] = []  # (line, text of the line or None for rule-less kinds)
+    # candidates: (line, kind, split, id)
+    candidates: list[tuple[int, str, Any, int]] = []
     for b in blocks:
         if b["n_bad"]:
-            candidates.append((line(b, b["bad"]["m"]), b["bad"]["value"]))
+            candidates.append((line(b, b["bad_m"]), "row", b, b["bad_m"]))
     nonblank = [line(b, b["last_nonblank"]) for b in blocks if b["last_nonblank"] is not None]
-    blanks = [line(b, b["first_blank"]) for b in blocks if b["first_blank"] is not None]
-    if blanks and nonblank and min(blanks) < max(nonblank):
-        candidates.append((min(blanks), ""))
+    blanks = [(line(b, b["first_blank"]), b) for b in blocks if b["first_blank"] is not None]
+    if blanks and nonblank:
+        n_blank, b_blank = min(blanks, key=lambda x: x[0])
+        if n_blank < max(nonblank):
+            candidates.append((n_blank, BLANK_LINE, b_blank, 0))
     if layout.header is not None:
         b0 = blocks[0]
         if b0["_block"] != 0 or b0["hdr_min"] != b0["m0"]:
             return RatingsFormatError(path, 1, KNOWN_HEADER, f"line 1 is not the header {layout.header!r}")
         for b in blocks[1:]:
             if b["n_hdr"]:
-                candidates.append((line(b, b["hdr_min"]), layout.header))
+                candidates.append((line(b, b["hdr_min"]), REPEATED_HEADER, b, 0))
         if b0["n_hdr"] == 2:
-            candidates.append((line(b0, b0["hdr_max"]), layout.header))
+            candidates.append((line(b0, b0["hdr_max"]), REPEATED_HEADER, b0, 0))
         elif b0["n_hdr"] > 2:  # the second header of the first split: one filtered job
-            a = group.annotated
-            assert a is not None
-            m = (
-                a.where(
+            second = (
+                group.annotated.where(
                     (F.col("_file") == spark_file)
                     & (F.col("_block") == 0)
                     & F.col("_hdr")
@@ -938,14 +967,51 @@ def _text_error(
                 .agg(F.min("_m"))
                 .first()[0]
             )
-            candidates.append((line(b0, m), layout.header))
+            candidates.append((line(b0, second), REPEATED_HEADER, b0, 0))
     if not candidates:
         return None
-    n, text = min(candidates, key=lambda c: c[0])
-    found = _check_line(text or "", layout, scale)
+    n, kind, b, m = min(candidates, key=lambda c: c[0])
+    if kind == BLANK_LINE:
+        text = ""
+    elif kind == REPEATED_HEADER:
+        text = layout.header or ""
+    else:  # the bad line's text: one filtered job (only when a file is bad)
+        found_rows = (
+            group.annotated.where(
+                (F.col("_file") == spark_file) & (F.col("_block") == b["_block"]) & (F.col("_m") == m)
+            )
+            .select("value")
+            .collect()
+        )
+        if len(found_rows) != 1:
+            raise RuntimeError(f"internal: could not read back {path} line {n} (did the file change?)")
+        text = found_rows[0][0]
+    found = _check_line(text, layout, scale)
     if found is None:
         raise RuntimeError(f"internal: Spark and scalar rules disagree on {path} line {n}: {text!r}")
     return RatingsFormatError(path, n, *found)
+
+
+def _parquet_error(
+    group: _Group, path: str, spark_file: str, stats: Any, scale: RatingScale
+) -> RatingsFormatError | None:
+    from pyspark.sql import functions as F
+
+    if not stats["n_bad"]:
+        return None
+    row = stats["bad_row"]
+    k = group.layout.n_fields
+    got = (
+        group.annotated.where((F.col("_file") == spark_file) & (F.col("_row") == row))
+        .select(*[f"_f{j}" for j in range(k)])
+        .collect()
+    )
+    if len(got) != 1:
+        raise RuntimeError(f"internal: could not read back {path} row {row + 1} (did the file change?)")
+    found = _check_fields(list(got[0]), group.layout, scale)
+    if found is None:
+        raise RuntimeError(f"internal: Spark and scalar rules disagree on {path} row {row + 1}: {got[0]}")
+    return RatingsFormatError(path, row + 1, *found, unit="row")
 
 
 def read_ratings(
@@ -955,9 +1021,9 @@ def read_ratings(
 
     ``paths``: files and/or folders (a folder = its rating files, see :func:`list_rating_files`), local,
     ``file://`` or any Hadoop file system Spark is configured for (``s3a://``). Validation runs now, as one
-    Spark aggregation over all files; on a broken rule :class:`RatingsFormatError` names the first bad line of
-    the first bad file (in the order given). The returned DataFrame re-reads the files when used (cache it if it
-    is used more than once) and fails loudly if a file no longer passes the rules.
+    Spark aggregation per layout (usually one); on a broken rule :class:`RatingsFormatError` names the first bad
+    line of the first bad file (in the order given). The returned DataFrame re-reads the files when used (cache
+    it if it is used more than once) and fails loudly if a row no longer passes the rules.
     """
     fs: _FS = _HadoopFS(spark) if getattr(spark, "_jvm", None) is not None else _ArrowFS()
     files = _expand(fs, paths)
@@ -980,31 +1046,22 @@ def read_ratings(
     else:
         names = {_norm_uri(_ArrowFS.resolve(f)[1]): f for f in files}
 
-    errors: dict[str, RatingsFormatError] = {}
+    # one aggregation per group; then, in file order, the first file with a problem (extra jobs only then)
+    found: dict[str, tuple[_Group, str, list[Any]]] = {}
     for group in groups:
-        per_file: dict[str, list[Any]] = {}
         for row in group.stats.collect():
-            per_file.setdefault(row["_file"], []).append(row)
-        for spark_file, rows in per_file.items():
-            path = names.get(_norm_uri(spark_file), spark_file)
-            if group.layout.is_text:
-                err = _text_error(group, path, spark_file, rows, scale)
-            elif rows[0]["n_bad"]:
-                bad = rows[0]["bad"]
-                values = [bad[j + 1] for j in range(group.layout.n_fields)]
-                found = _check_fields(values, group.layout, scale)
-                if found is None:
-                    raise RuntimeError(
-                        f"internal: Spark and scalar rules disagree on {path} row {bad[0] + 1}"
-                    )
-                err = RatingsFormatError(path, bad[0] + 1, *found, unit="row")
-            else:
-                err = None
-            if err is not None:
-                errors[path] = err
+            path = names.get(_norm_uri(row["_file"]), row["_file"])
+            found.setdefault(path, (group, row["_file"], []))[2].append(row)
     for f in files:
-        if f in errors:
-            raise errors[f]
+        if f not in found:
+            continue
+        group, spark_file, rows = found[f]
+        if group.layout.is_text:
+            err = _text_error(group, f, spark_file, rows, scale)
+        else:
+            err = _parquet_error(group, f, spark_file, rows[0], scale)
+        if err is not None:
+            raise err
     if not groups:
         return spark.createDataFrame([], RATINGS_SCHEMA)
     return reduce(lambda a, b: a.unionByName(b), [g.data for g in groups])

@@ -10,10 +10,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from pyspark.sql import DataFrame, SparkSession
 
-from streamrec import bootstrap, evaluate, update
+from streamrec import bootstrap, evaluate, split, update
 from streamrec.loader import read_ratings
 from streamrec.model import BootstrapParams, FactorModel, UpdateParams
 from streamrec.schema import HALF_STAR, RatingScale
@@ -26,6 +27,31 @@ class AlreadyApplied(ValueError):
     """A partition is already in the base version's lineage: applying it twice is refused."""
 
 
+@dataclass(frozen=True)
+class Holdout:
+    """Keep ``fraction`` of every batch out of training (``streamrec.split``), written under ``uri/<name>``."""
+
+    uri: str
+    fraction: float = 0.1
+    seed: int = 42
+
+    def as_dict(self) -> dict:
+        return {"uri": self.uri, "fraction": self.fraction, "seed": self.seed}
+
+
+def _hold_out(df: DataFrame, holdout: Holdout | None, name: str | None) -> tuple[DataFrame, list[str]]:
+    """Split off the held-out rows of one batch and write them under ``name`` (not written when ``name`` is None:
+    a retrain re-reads rows whose held-out share is already stored). Returns (train rows, [validation URI])."""
+    if holdout is None or holdout.fraction <= 0:
+        return df, []
+    train, held = split.split(df, holdout.fraction, holdout.seed)
+    if name is None:
+        return train, []
+    uri = holdout.uri.rstrip("/") + "/" + name
+    held.write.mode("overwrite").parquet(uri)
+    return train, [uri]
+
+
 def bootstrap_version(
     spark: SparkSession,
     store: ModelStore,
@@ -36,11 +62,16 @@ def bootstrap_version(
     kind: str = "bootstrap",
     partitions: Sequence[str] = (),
     extra: dict | None = None,
+    holdout: Holdout | None = None,
 ) -> dict:
-    """Fit a model on the ``ratings`` URIs and write it as a candidate version. Returns its manifest."""
+    """Fit a model on the ``ratings`` URIs and write it as a candidate version. Returns its manifest.
+
+    With ``holdout``, its share of the ratings is written to the validation area and not trained on.
+    """
     p = params or BootstrapParams()
     t0 = time.perf_counter()
     df = read_ratings(spark, list(ratings), scale)
+    df, validation = _hold_out(df, holdout, "history" if kind == "bootstrap" else None)
     model = bootstrap.fit(df, p)
     vid = store.write_version(
         model,
@@ -50,6 +81,8 @@ def bootstrap_version(
             "params": {"bootstrap": p.as_dict(), "scale": str(scale)},
             "partitions": list(partitions),
             "inputs": list(ratings),
+            "validation": validation,
+            "holdout": holdout.as_dict() if holdout else None,
             "metrics": {"fit_seconds": round(time.perf_counter() - t0, 3)},
             **(extra or {}),
         },
@@ -83,12 +116,19 @@ def update_version(
     ids = [pid for pid, _ in partitions]
     dup = [pid for pid in ids if pid in done] + [pid for i, pid in enumerate(ids) if pid in ids[:i]]
     if dup:
-        raise AlreadyApplied(f"partition(s) {dup} already applied in lineage of {base}; refusing to apply twice")
+        raise AlreadyApplied(
+            f"partition(s) {dup} already applied in lineage of {base}; refusing to apply twice"
+        )
     current = model if model is not None else store.load_model(spark, base)
+    hold = Holdout(**base_manifest["holdout"]) if base_manifest.get("holdout") else None
+    validation = list(base_manifest.get("validation", []))
     t0 = time.perf_counter()
     prequential = {}
     for pid, uri in partitions:
-        df = read_ratings(spark, uri, scale).cache()
+        df = read_ratings(spark, uri, scale)
+        df, held = _hold_out(df, hold, f"partitions/{pid}")
+        validation += held
+        df = df.cache()
         prequential[pid] = evaluate.prequential(current, df, scale)
         current = update.apply(current, df, p)
         current.users, current.items = current.users.localCheckpoint(), current.items.localCheckpoint()
@@ -102,6 +142,8 @@ def update_version(
             "params": {**base_manifest.get("params", {}), "update": p.as_dict(), "scale": str(scale)},
             "partitions": list(base_manifest.get("partitions", [])) + ids,
             "inputs": list(base_manifest.get("inputs", [])) + [uri for _, uri in partitions],
+            "validation": validation,
+            "holdout": base_manifest.get("holdout"),
             "metrics": {"prequential": prequential, "update_seconds": seconds},
         },
         version,
@@ -113,19 +155,25 @@ def evaluate_version(
     spark: SparkSession,
     store: ModelStore,
     version: str,
-    holdout: Sequence[str],
+    holdout: Sequence[str] = (),
     train: Sequence[str] = (),
     scale: RatingScale = HALF_STAR,
     k: int = 10,
     model: FactorModel | None = None,
 ) -> dict:
     """RMSE/MAE (with fallback counts) on the ``holdout`` URIs, plus precision@k / NDCG@k when ``train`` is
-    given (items rated in training are excluded from the ranking). Merged into the manifest's ``metrics``."""
+    given (items rated in training are excluded from the ranking). Merged into the manifest's ``metrics``.
+    Without ``holdout``, the version's own validation set (its manifest's ``validation`` list) is used."""
     m = model if model is not None else store.load_model(spark, version)
+    holdout = list(holdout) or store.read_manifest(version).get("validation", [])
+    if not holdout:
+        raise ValueError(f"version {version} has no validation set and no --holdout was given")
     hold: DataFrame = read_ratings(spark, list(holdout), scale).cache()
     metrics = {"validation": evaluate.rmse(m, hold, scale)}
     if train:
-        metrics["validation"].update(evaluate.ranking_metrics(m, read_ratings(spark, list(train), scale), hold, k))
+        metrics["validation"].update(
+            evaluate.ranking_metrics(m, read_ratings(spark, list(train), scale), hold, k)
+        )
     manifest = store.read_manifest(version)
     merged = {**manifest.get("metrics", {}), **metrics}
     if manifest.get("status") != PUBLISHED:

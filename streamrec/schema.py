@@ -33,7 +33,7 @@ FACTOR_SCHEMA = T.StructType(
         T.StructField("id", T.LongType(), False),
         T.StructField("bias", T.DoubleType(), False),
         T.StructField("n", T.LongType(), False),
-        T.StructField("factors", T.ArrayType(T.DoubleType(), False), False),
+        T.StructField("factors", T.ArrayType(T.DoubleType(), True), False),
     ]
 )
 
