@@ -173,6 +173,7 @@ class _Layout:
     ts_mode: str = _TS_REQUIRED
     columns: tuple[str, ...] = ()  # parquet: user, item, rating[, timestamp] column names in the file
     schema_key: str = ""  # parquet: files are read together only when their schemas are identical
+    ddl: str | None = None  # parquet: the Spark schema, when the types map simply (saves an inference job)
 
     @property
     def is_text(self) -> bool:
@@ -246,7 +247,7 @@ def _layout_from_head(path: str, head: bytes, complete: bool, fmt: str) -> _Layo
     )
 
 
-def _parquet_layout(path: str, names: Sequence[str], schema_key: str) -> _Layout:
+def _parquet_layout(path: str, names: Sequence[str], schema_key: str = "", ddl: str | None = None) -> _Layout:
     """Map Parquet column names to user, item, rating[, ts], or raise ``known_header``."""
     cols = list(names)
     ts_cols = [c for c in cols if c in PARQUET_TS_COLUMNS]
@@ -267,7 +268,32 @@ def _parquet_layout(path: str, names: Sequence[str], schema_key: str) -> _Layout
         ts_mode=_TS_OPTIONAL if ts else _TS_ABSENT,
         columns=(USER, ITEM, RATING, *ts),
         schema_key=schema_key,
+        ddl=ddl,
     )
+
+
+_SPARK_TYPES = {
+    pa.int8(): "TINYINT",
+    pa.int16(): "SMALLINT",
+    pa.int32(): "INT",
+    pa.int64(): "BIGINT",
+    pa.float32(): "FLOAT",
+    pa.float64(): "DOUBLE",
+    pa.string(): "STRING",
+    pa.large_string(): "STRING",
+    pa.bool_(): "BOOLEAN",
+}
+
+
+def _spark_ddl(schema: pa.Schema) -> str | None:
+    """The Spark DDL for a Parquet file's Arrow schema when every type maps one to one, else ``None``."""
+    parts = []
+    for f in schema:
+        t = _SPARK_TYPES.get(f.type)
+        if t is None or "`" in f.name:
+            return None
+        parts.append(f"`{f.name}` {t}")
+    return ", ".join(parts)
 
 
 def _short(text: str, n: int = 60) -> str:
@@ -362,6 +388,8 @@ class _FS(Protocol):
 
     def head(self, path: str, n: int) -> tuple[bytes, bool]: ...  # (first n bytes, whole file read)
 
+    def tail(self, path: str, n: int) -> bytes: ...  # the last n bytes (fewer for a shorter file)
+
 
 class _ArrowFS:
     """Local paths, ``file://`` and (when pyarrow has S3 support) ``s3://`` / ``s3a://`` through pyarrow."""
@@ -390,6 +418,13 @@ class _ArrowFS:
             data = f.read(n + 1)
         return data[:n], len(data) <= n
 
+    def tail(self, path: str, n: int) -> bytes:
+        fs, p = self.resolve(path)
+        with fs.open_input_file(p) as f:
+            size = f.size()
+            f.seek(max(0, size - n))
+            return f.read()
+
     def chunks(self, path: str, size: int = _CHUNK_BYTES) -> Iterator[bytes]:
         fs, p = self.resolve(path)
         with fs.open_input_stream(p) as f:
@@ -399,12 +434,6 @@ class _ArrowFS:
     def read_parquet(self, path: str) -> pa.Table:
         fs, p = self.resolve(path)
         return pq.read_table(p, filesystem=fs)
-
-    def parquet_names(self, path: str) -> tuple[list[str], str]:
-        fs, p = self.resolve(path)
-        with fs.open_input_file(p) as f:
-            sch = pq.read_schema(f)
-        return list(sch.names), str(sch)
 
 
 class _HadoopFS:
@@ -439,9 +468,32 @@ class _HadoopFS:
             stream.close()
         return data, size <= n
 
+    def tail(self, path: str, n: int) -> bytes:
+        fs, jp = self._fs(path)
+        size = int(fs.getFileStatus(jp).getLen())
+        k = min(n, size)
+        stream = fs.open(jp)
+        try:
+            stream.seek(size - k)
+            return bytes(self._jvm.org.apache.commons.io.IOUtils.toByteArray(stream, k)) if k else b""
+        finally:
+            stream.close()
+
     def qualified(self, path: str) -> str:
         fs, jp = self._fs(path)
         return str(fs.makeQualified(jp).toUri().toString())
+
+
+def _parquet_schema(fs: _FS, path: str) -> pa.Schema:
+    """The Arrow schema of a Parquet file from its footer only (two small reads, any file system)."""
+    end = fs.tail(path, 8)
+    if len(end) < 8 or end[4:] != b"PAR1":
+        raise RatingsFormatError(
+            path, None, KNOWN_HEADER, "not a Parquet file (no PAR1 magic bytes at the end)"
+        )
+    size = int.from_bytes(end[:4], "little")
+    footer = fs.tail(path, size + 8)
+    return pq.read_schema(pa.BufferReader(b"PAR1" + footer))
 
 
 def _list_files(fs: _FS, path: str) -> list[str]:
@@ -893,7 +945,8 @@ def _parquet_group(spark: SparkSession, layout: _Layout, files: list[str], scale
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
-    raw = spark.read.parquet(*[_spark_escape(f) for f in files])
+    reader = spark.read if layout.ddl is None else spark.read.schema(layout.ddl)
+    raw = reader.parquet(*[_spark_escape(f) for f in files])
     types = {f.name: f.dataType for f in raw.schema.fields}
 
     def as_string(name: str) -> str:
@@ -1031,8 +1084,8 @@ def read_ratings(
     for f in files:
         layout = _head_layout(fs, f, fmt)
         if not layout.is_text:
-            sch = spark.read.parquet(_spark_escape(f)).schema
-            layout = _parquet_layout(f, sch.fieldNames(), sch.simpleString())
+            sch = _parquet_schema(fs, f)
+            layout = _parquet_layout(f, sch.names, sch.to_string(show_schema_metadata=False), _spark_ddl(sch))
         layouts[f] = layout
     by_layout: dict[_Layout, list[str]] = {}
     for f in files:
@@ -1046,12 +1099,16 @@ def read_ratings(
     else:
         names = {_norm_uri(_ArrowFS.resolve(f)[1]): f for f in files}
 
-    # one aggregation per group; then, in file order, the first file with a problem (extra jobs only then)
+    # one aggregation job for all groups; then, in file order, the first file with a problem (extra jobs only then)
     found: dict[str, tuple[_Group, str, list[Any]]] = {}
-    for group in groups:
-        for row in group.stats.collect():
+    if groups:
+        stats = reduce(
+            lambda a, b: a.unionByName(b, allowMissingColumns=True),
+            [g.stats.selectExpr(f"{k} AS _group", "*") for k, g in enumerate(groups)],
+        )
+        for row in stats.collect():
             path = names.get(_norm_uri(row["_file"]), row["_file"])
-            found.setdefault(path, (group, row["_file"], []))[2].append(row)
+            found.setdefault(path, (groups[row["_group"]], row["_file"], []))[2].append(row)
     for f in files:
         if f not in found:
             continue

@@ -105,7 +105,7 @@ class UpdateParams(_Params):
     reg: lambda for biases, reg_factors: lambda' for factors (per rating, as in the talk's update rule).
     passes, decay: passes over the partition; the step is multiplied by ``decay`` after each pass.
     prior_weight: how strongly an entity's absorbed history (its ``n``) holds it in place.
-    fold_in_reg: ridge term of the least-squares fold-in of new ids.
+    fold_in_reg: ridge of the least-squares fold-in of new ids, per rating (ALS-WR scaling, like ``reg``).
     seed: reserved for any random draw (none by default: new ids are folded in, not randomly initialised).
     """
 
@@ -115,7 +115,7 @@ class UpdateParams(_Params):
     passes: int = 5
     decay: float = 0.9
     prior_weight: float = 1.0
-    fold_in_reg: float = 5.0
+    fold_in_reg: float = 0.1
     seed: int = 42
 
     def __post_init__(self) -> None:
