@@ -13,7 +13,7 @@ import json
 import sys
 
 from streamrec.model import BootstrapParams
-from streamrec.runs import Holdout, bootstrap_version
+from streamrec.runs import Holdout, bootstrap_version, exit_on_user_error
 from streamrec.schema import RatingScale
 from streamrec.spark import get_session
 from streamrec.store import ModelStore
@@ -61,4 +61,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_on_user_error(main))

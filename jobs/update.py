@@ -16,7 +16,7 @@ import json
 import sys
 
 from streamrec.model import UpdateParams
-from streamrec.runs import update_version
+from streamrec.runs import exit_on_user_error, update_version
 from streamrec.schema import RatingScale
 from streamrec.spark import get_session
 from streamrec.store import ModelStore
@@ -60,4 +60,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_on_user_error(main))

@@ -9,6 +9,7 @@ compares ``pyspark.__version__`` with the JVM's ``spark.version``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import zipfile
 from importlib import metadata
@@ -39,10 +40,8 @@ def check(quick: bool = True) -> list[str]:
     problems: list[str] = []
     dists = {}
     for name in ("pyspark", "pyspark-client"):
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             dists[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
     if "pyspark" not in dists:
         problems.append("pyspark is not installed (only pyspark-client?): the jars are missing")
     if len(set(dists.values())) > 1:

@@ -82,7 +82,7 @@ class BootstrapParams(_Params):
     """
 
     rank: int = 50
-    iterations: int = 15
+    iterations: int = 10
     reg: float = 0.1
     reg_user: float = 5.0
     reg_item: float = 5.0

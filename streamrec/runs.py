@@ -8,8 +8,9 @@ so a benchmark runs the job's own code path.
 from __future__ import annotations
 
 import logging
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from pyspark.sql import DataFrame, SparkSession
@@ -25,6 +26,19 @@ log = logging.getLogger(__name__)
 
 class AlreadyApplied(ValueError):
     """A partition is already in the base version's lineage: applying it twice is refused."""
+
+
+def exit_on_user_error(main: Callable[[], int]) -> int:
+    """Run a job's ``main``; an error the user can act on (bad input, a refused partition, a missing version)
+    becomes one ``streamrec: error: ...`` line on stderr and exit status 2, not a JVM-sized traceback."""
+    from streamrec.loader import RatingsFormatError
+    from streamrec.store import StoreError
+
+    try:
+        return main()
+    except (AlreadyApplied, RatingsFormatError, StoreError, LookupError, ValueError) as exc:
+        print(f"streamrec: error: {exc}", file=sys.stderr, flush=True)
+        return 2
 
 
 @dataclass(frozen=True)

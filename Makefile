@@ -1,0 +1,35 @@
+# The few commands people use. Every target sets up .venv first (scripts/setup.sh is idempotent).
+PY := .venv/bin/python
+export SPARK_LOCAL_IP ?= 127.0.0.1
+
+.PHONY: setup demo test test-fast lint format bench lock clean
+
+setup:            ## create/refresh .venv from requirements.lock (checks Python 3.11+ and Java 17+)
+	@bash scripts/setup.sh
+
+demo: setup       ## the main job: bootstrap + streaming updates on generated data, RMSE as it goes
+	$(PY) -m streamrec.demo $(ARGS)
+
+test: setup       ## the whole suite (CI runs this)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: setup  ## pure-function tests only (seconds)
+	$(PY) -m pytest -m unit $(PYTEST_ARGS)
+
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: setup
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+bench: setup      ## accuracy and streaming benchmarks (MovieLens when ../shared/data is there, else generated)
+	$(PY) bench/accuracy.py
+	$(PY) bench/stream.py
+
+lock:             ## recompile requirements.lock from requirements.in
+	.venv/bin/uv pip compile requirements.in -o requirements.lock --python-version 3.11 --no-header -q
+
+clean:
+	rm -rf var .pytest_cache .ruff_cache
