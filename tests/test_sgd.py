@@ -52,27 +52,29 @@ def test_one_rating_one_pass_matches_hand_computation():
 
 def reference(u, i, r, mu, users: Side, items: Side, p: UpdateParams) -> tuple[Side, Side]:
     """A plain-loop transcription of the update equations (no vectorisation), for established ids only."""
-    U, I = users.copy(), items.copy()
-    k = U.factors.shape[1]
-    b0 = {("u", a): U.bias[a] for a in range(len(U.ids))} | {("i", a): I.bias[a] for a in range(len(I.ids))}
-    f0 = {("u", a): U.factors[a].copy() for a in range(len(U.ids))}
-    f0 |= {("i", a): I.factors[a].copy() for a in range(len(I.ids))}
+    us, its = users.copy(), items.copy()
+    k = us.factors.shape[1]
+    b0 = {("u", a): us.bias[a] for a in range(len(us.ids))} | {
+        ("i", a): its.bias[a] for a in range(len(its.ids))
+    }
+    f0 = {("u", a): us.factors[a].copy() for a in range(len(us.ids))}
+    f0 |= {("i", a): its.factors[a].copy() for a in range(len(its.ids))}
     lr = p.lr
     for _ in range(p.passes):
-        for name, me, other, mine, theirs in (("u", U, I, u, i), ("i", I, U, i, u)):
+        for name, me, other, mine, theirs in (("u", us, its, u, i), ("i", its, us, i, u)):
             for a in range(len(me.ids)):
                 rows = [j for j in range(len(r)) if mine[j] == a]
                 if not rows:
                     continue
 
-                def eps(j):
+                def eps(j, a=a, name=name, theirs=theirs):
                     uu, ii = (a, theirs[j]) if name == "u" else (theirs[j], a)
                     return (
                         r[j]
                         - mu
-                        - U.bias[uu]
-                        - I.bias[ii]
-                        - sum(U.factors[uu, x] * I.factors[ii, x] for x in range(k))
+                        - us.bias[uu]
+                        - its.bias[ii]
+                        - sum(us.factors[uu, x] * its.factors[ii, x] for x in range(k))
                     )
 
                 prec_b = p.prior_weight * me.n[a] + p.reg
@@ -91,7 +93,7 @@ def reference(u, i, r, mu, users: Side, items: Side, p: UpdateParams) -> tuple[S
                 )
                 me.factors[a] = me.factors[a] + lr * grad / (qq + p.reg_factors * len(rows) + prec_p)
         lr *= p.decay
-    return U, I
+    return us, its
 
 
 def test_vectorised_update_equals_loop_reference():
@@ -172,8 +174,8 @@ def test_no_divergence_whatever_the_batch_shape(seed, lr, heavy, passes):
     r = rng.choice(np.arange(1, 11) / 2, len(u))
     p = UpdateParams(lr=lr, passes=passes)
 
-    def sse(U: Side, I: Side) -> float:
-        e = r - 3.5 - U.bias[u] - I.bias[i] - np.einsum("ij,ij->i", U.factors[u], I.factors[i])
+    def sse(us: Side, its: Side) -> float:
+        e = r - 3.5 - us.bias[u] - its.bias[i] - np.einsum("ij,ij->i", us.factors[u], its.factors[i])
         return float(e @ e)
 
     before = sse(users, items)
