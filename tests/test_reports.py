@@ -1,0 +1,272 @@
+"""Gate reports and the index page: the expected rows, self-contained HTML, hostile names escaped."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+
+from streamrec.bucket import Bucket
+from streamrec.contract import check_partition, quarantine
+from streamrec.reports import gate_report, history_points, rmse_svg, version_history, write_index
+from streamrec.schema import HALF_STAR
+from streamrec.store import ModelArrays, ModelStore
+
+HOSTILE = "<script>alert(1)&"
+NOW = 1790000000
+
+
+def manifest(version: str, kind: str, rmse: float | None, status: str, created: str, **extra) -> dict:
+    doc = {"version": version, "kind": kind, "status": status, "created_at": created, **extra}
+    if rmse is not None:
+        doc["metrics"] = {"validation": {"rmse": rmse, "mae": rmse * 0.8, "n": 500}}
+    return doc
+
+
+HISTORY = [
+    manifest("v1", "bootstrap", 0.95, "published", "2026-11-26T10:00:00+00:00"),
+    manifest("v2", "update", 0.93, "published", "2026-11-26T11:00:00+00:00"),
+    manifest("v3", "update", 1.40, "rejected", "2026-11-26T12:00:00+00:00"),
+    manifest("v4", "retrain", 0.91, "candidate", "2026-11-26T13:00:00+00:00"),
+    manifest("v0", "bootstrap", None, "candidate", "2026-11-26T09:00:00+00:00"),  # no RMSE: not plotted
+]
+
+
+def markers(svg: str) -> list[tuple[str, str]]:
+    """(tooltip, SVG element) of every plotted version, in plotting order."""
+    return re.findall(r"<g><title>([^<]*)</title><(\w+)", svg)
+
+
+@pytest.mark.unit
+def test_history_points_and_chart_markers() -> None:
+    points = history_points(reversed(HISTORY))
+    assert [(p["version"], p["rmse"]) for p in points] == [
+        ("v0", None),
+        ("v1", 0.95),
+        ("v2", 0.93),
+        ("v3", 1.40),
+        ("v4", 0.91),
+    ]
+    svg = rmse_svg(HISTORY, highlight="v4")
+    assert markers(svg) == [
+        ("v1 (bootstrap, published): RMSE 0.9500", "rect"),
+        ("v2 (update, published): RMSE 0.9300", "circle"),
+        ("v3 (update, rejected): RMSE 1.4000", "circle"),
+        ("v4 (retrain, candidate): RMSE 0.9100", "polygon"),
+    ]
+    assert "this candidate" in svg
+    # v3 (highest RMSE) is plotted above v1 (smaller y), v4 (lowest) at the bottom
+    line = re.search(r'<polyline points="([^"]*)"', svg).group(1)
+    ys = [float(xy.split(",")[1]) for xy in line.split()]
+    assert ys[2] < ys[0] < ys[3]
+    assert rmse_svg([]) == '<p class="muted">No version has a validation RMSE yet.</p>'
+
+
+@pytest.mark.unit
+def test_gate_report_has_the_expected_rows(tmp_path) -> None:
+    bucket = Bucket.from_uri(tmp_path)
+    bucket.write_json("reports/partitions/p-2/report.json", {"check": {}})
+    cand = manifest(
+        "v5",
+        "update",
+        0.9123,
+        "candidate",
+        "2026-11-26T14:00:00+00:00",
+        parent="v2",
+        partitions=["p-1", "p-2", HOSTILE],
+        n_ratings=12345,
+        metrics={
+            "validation": {"rmse": 0.9123, "mae": 0.7, "n": 600},
+            "prequential": {"p-2": {"rmse": 0.99}},
+        },
+    )
+    pub = manifest("v2", "update", 0.93, "published", "2026-11-26T11:00:00+00:00", partitions=["p-1"])
+    decision = {
+        "accepted": False,
+        "reasons": [f"RMSE 0.9123 is above the ceiling 0.9000 {HOSTILE}</script>"],
+        "candidate_rmse": 0.9123,
+        "published_rmse": 0.93,
+        "baseline_rmse": None,
+        "ceiling": 0.9,
+        "tolerance": 0.01,
+    }
+    key = gate_report(bucket, cand, pub, decision, HISTORY)
+    assert key == "reports/gates/v5.html"
+    doc = bucket.read_json("reports/gates/v5.json")
+    assert doc["decision"] == decision
+    assert doc["new_partitions"] == ["p-2", HOSTILE]
+    assert doc["candidate"]["validation_rmse"] == 0.9123
+    assert doc["published"]["version"] == "v2"
+    assert [p["version"] for p in doc["history"]] == ["v0", "v1", "v2", "v3", "v4", "v5"]  # candidate added
+
+    page = bucket.read_text(key)
+    assert "REJECTED: will not be published" in page
+    assert '<tr><th>validation RMSE</th><td class="num">0.9123</td><td class="num">0.9300</td></tr>' in page
+    assert '<tr><th>ratings absorbed</th><td class="num">12,345</td><td>\u2014</td></tr>' in page
+    assert '<tr><th>partitions absorbed</th><td class="num">3</td><td class="num">1</td></tr>' in page
+    assert '<td class="num">1.0%</td>' in page  # tolerance
+    assert '<a href="../partitions/p-2/report.json">report.json</a>' in page
+    assert '<a href="../index.html">' in page
+    assert HOSTILE not in page
+    assert "&lt;script&gt;alert(1)&amp;" in page
+    assert len(markers(page)) == 5  # v1..v5 (v0 has no RMSE)
+    assert_self_contained(page)
+
+
+@pytest.mark.unit
+def test_gate_report_without_published_version(tmp_path) -> None:
+    bucket = Bucket.from_uri(tmp_path)
+    cand = manifest("v1", "bootstrap", 0.95, "candidate", "2026-11-26T10:00:00+00:00")
+    decision = {
+        "accepted": True,
+        "reasons": ["passed"],
+        "candidate_rmse": 0.95,
+        "ceiling": 1.2,
+        "tolerance": 0.01,
+    }
+    page = bucket.read_text(gate_report(bucket, cand, None, decision, []))
+    assert "ACCEPTED: may be published" in page
+    assert "No published version to compare with" in page
+    with pytest.raises(ValueError, match="invalid model version id"):
+        gate_report(bucket, {**cand, "version": "../evil"}, None, decision, [])
+
+
+def assert_self_contained(page: str) -> None:
+    assert "<script" not in page.lower()
+    assert "<link" not in page.lower()
+    urls = re.findall(r"https?://[^\s\"'<>]+", page)
+    assert set(urls) <= {"http://www.w3.org/2000/svg"}
+    for href in re.findall(r'href="([^"]*)"', page):
+        assert not href.startswith(("/", "http")) and ".." not in href.replace("../", "", 1)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.t
+
+
+def tiny_arrays() -> ModelArrays:
+    return ModelArrays(
+        mu=3.5,
+        rank=2,
+        user_ids=np.array([1, 2]),
+        user_bias=np.zeros(2),
+        user_factors=np.zeros((2, 2)),
+        item_ids=np.array([10]),
+        item_bias=np.zeros(1),
+        item_factors=np.zeros((1, 2)),
+    )
+
+
+@pytest.mark.unit
+def test_index_lists_versions_and_quarantined_partitions(tmp_path) -> None:
+    bucket = Bucket.from_uri(tmp_path)
+    store = ModelStore(bucket, clock=Clock())
+    ok_metrics = {"validation": {"rmse": 0.95}}
+    store.write_arrays(tiny_arrays(), {"kind": "bootstrap", "parent": None, "metrics": ok_metrics}, "v1")
+    store.publish("v1")
+    store.write_arrays(
+        tiny_arrays(),
+        {
+            "kind": "update",
+            "parent": "v1",
+            "partitions": ["p-1", "p-2"],
+            "metrics": {"validation": {"rmse": 1.3}},
+        },
+        "v2",
+    )
+    gate = {"accepted": False, "reasons": ["RMSE 1.3000 is above the ceiling 1.2000"]}
+    store.reject("v2", "RMSE 1.3000 is above the ceiling 1.2000", gate=gate)
+    gate_report(bucket, store.read_manifest("v2"), store.read_manifest("v1"), gate, version_history(store))
+
+    name = f"{HOSTILE}.csv"
+    key = f"ratings/incoming/{name}"
+    bucket.write_bytes(key, b"user,item,rating\n1,2,9\n")
+    check = check_partition(bucket, key, HALF_STAR, NOW, build_docs=False)
+    quarantine(bucket, key, check)
+
+    assert write_index(bucket, store) == "reports/index.html"
+    page = bucket.read_text("reports/index.html")
+    assert "Current version: <code>v1</code>" in page
+    assert "Generated 2026-11-26T10:00:00+00:00" in page
+    rows = re.findall(
+        r"<tr><td><code>(v\d)</code></td><td>(\w+)</td><td><code>([^<]*)</code></td><td>([^<]*)</td>"
+        r'<td class="num">(\d+)</td><td class="num">([0-9.]+)</td><td>(.*?)</td><td>(.*?)</td></tr>',
+        page,
+    )
+    assert rows == [
+        (
+            "v2",
+            "update",
+            "v1",
+            "rejected",
+            "2",
+            "1.3000",
+            '<span class="bad">rejected</span><ul><li>RMSE 1.3000 is above the ceiling 1.2000</li></ul>',
+            '<a href="gates/v2.html">gate report</a>',
+        ),
+        (
+            "v1",
+            "bootstrap",
+            "\u2014",
+            "published (current)",
+            "0",
+            "0.9500",
+            '<span class="muted">no gate</span>',
+            '<span class="muted">none</span>',
+        ),
+    ]
+    pid = check.partition_id
+    assert pid.startswith("script-alert-1-")
+    assert (
+        f"<tr><td><code>{pid}</code></td><td>rating: 1 row outside [0.5, 5] (first: &lt;script&gt;alert(1)&amp;.csv line 2: &#x27;1,2,9&#x27;); and 1 more problem</td>"
+        in page
+    )
+    assert f'<a href="partitions/{pid}/report.json">report.json</a>' in page
+    assert "Quarantined partitions (1)" in page
+    assert HOSTILE not in page
+    assert len(markers(page)) == 2
+    assert_self_contained(page)
+
+
+@pytest.mark.unit
+def test_index_links_data_docs_and_escapes_odd_quarantine_ids(tmp_path) -> None:
+    bucket = Bucket.from_uri(tmp_path)
+    store = ModelStore(bucket, clock=Clock())
+    odd = 'x"><img src=y onerror=alert(1)>'
+    bucket.write_text(f"quarantine/{odd}/reason.txt", f"{HOSTILE}\n")
+    bucket.write_text(f"reports/datadocs/{odd}/index.html", "<html></html>")
+    page = bucket.read_text(write_index(bucket, store))
+    assert "No model version yet." in page
+    assert "<img" not in page and HOSTILE not in page
+    assert "x&quot;&gt;&lt;img src=y onerror=alert(1)&gt;" in page
+    assert (
+        '<a href="datadocs/x%22%3E%3Cimg%20src%3Dy%20onerror%3Dalert%281%29%3E/index.html">Data Docs</a>'
+        in page
+    )
+    assert_self_contained(page)
+
+
+@pytest.mark.integration
+def test_reports_on_s3(s3_bucket_uri) -> None:
+    bucket = Bucket.from_uri(s3_bucket_uri)
+    store = ModelStore(bucket, clock=Clock())
+    store.write_arrays(tiny_arrays(), {"kind": "bootstrap", "metrics": {"validation": {"rmse": 0.95}}}, "v1")
+    decision = {
+        "accepted": True,
+        "reasons": ["passed"],
+        "candidate_rmse": 0.95,
+        "ceiling": 1.2,
+        "tolerance": 0.01,
+    }
+    gate_report(bucket, store.read_manifest("v1"), None, decision, version_history(store))
+    store.update_manifest("v1", gate=decision)
+    store.publish("v1")
+    page = bucket.read_text(write_index(bucket, store))
+    assert '<a href="gates/v1.html">gate report</a>' in page
+    assert '<span class="ok">accepted</span><ul><li>passed</li></ul>' in page
