@@ -23,10 +23,10 @@ Why this split rather than ALS on raw ratings plus separate biases: ALS on raw r
 the user and item means, so adding biases on top counts that signal twice (validation RMSE 1.47 in the engine
 issue's measurement). Fitting the factors on the bias residuals gives one consistent model whose parts add up; the
 biases carry most of the signal on MovieLens-like data and the factors explain what is left. Alternating biases
-and factors again (backfitting) was measured and gained nothing (ml-latest-small, 0.8390 → 0.8396), so it is not
-done.
+and factors again (backfitting) was tried during development and gained nothing on MovieLens, so it is not done.
 
-Spark ALS needs 32-bit ids; ours are 64-bit, so ids are mapped to dense indexes for the fit and back afterwards.
+Spark ALS needs 32-bit ids; ours are 64-bit. Ids that fit (the usual case) go to ALS as they are; otherwise they
+are mapped to dense indexes for the fit and back afterwards.
 The checkpoint directory (set by ``streamrec.spark.get_session``) bounds ALS lineage. Same data + same seed gives
 the same model.
 """
@@ -44,23 +44,26 @@ from streamrec.schema import ITEM, RATING, USER
 def fit_biases(
     ratings: DataFrame, mu: float, reg_user: float, reg_item: float, iterations: int = 2
 ) -> tuple[DataFrame, DataFrame]:
-    """Shrunk-mean biases (stage 2). Returns ``(user_bias[user, b_u, n_u], item_bias[item, b_i, n_i])``."""
+    """Shrunk-mean biases (stage 2). Returns ``(user_bias[user, b_u, n_u], item_bias[item, b_i, n_i])``.
+
+    The bias tables are small (one row per entity), so they are broadcast into the joins with the ratings.
+    """
     r = ratings.select(USER, ITEM, RATING)
-    user_bias = r.groupBy(USER).agg(F.lit(0.0).alias("b_u"), F.count("*").alias("n_u"))
+    user_bias = None
     item_bias = None
     for _ in range(iterations):
+        resid = F.col(RATING) - F.lit(mu)
+        rated = r
+        if user_bias is not None:  # the first pass starts from b_u = 0
+            rated = r.join(F.broadcast(user_bias.select(USER, "b_u")), USER)
+            resid = resid - F.col("b_u")
         item_bias = (
-            r.join(user_bias.select(USER, "b_u"), USER)
-            .groupBy(ITEM)
-            .agg(
-                (F.sum(F.col(RATING) - F.lit(mu) - F.col("b_u")) / (F.lit(reg_item) + F.count("*"))).alias(
-                    "b_i"
-                ),
-                F.count("*").alias("n_i"),
-            )
+            rated.groupBy(ITEM)
+            .agg((F.sum(resid) / (F.lit(reg_item) + F.count("*"))).alias("b_i"), F.count("*").alias("n_i"))
+            .cache()
         )
         user_bias = (
-            r.join(item_bias.select(ITEM, "b_i"), ITEM)
+            r.join(F.broadcast(item_bias.select(ITEM, "b_i")), ITEM)
             .groupBy(USER)
             .agg(
                 (F.sum(F.col(RATING) - F.lit(mu) - F.col("b_i")) / (F.lit(reg_user) + F.count("*"))).alias(
@@ -68,10 +71,17 @@ def fit_biases(
                 ),
                 F.count("*").alias("n_u"),
             )
+            .cache()
         )
-        item_bias, user_bias = item_bias.localCheckpoint(), user_bias.localCheckpoint()
-    assert item_bias is not None
+    assert item_bias is not None and user_bias is not None
     return user_bias, item_bias
+
+
+_INT_MAX = 2**31 - 1
+
+
+def _identity_index(ids: DataFrame, col: str) -> DataFrame:
+    return ids.select(col, F.col(col).cast("int").alias("idx"))
 
 
 def _dense_index(ids: DataFrame, col: str) -> DataFrame:
@@ -88,14 +98,21 @@ def fit(ratings: DataFrame, params: BootstrapParams | None = None) -> FactorMode
     p = params or BootstrapParams()
     spark = ratings.sparkSession
     ratings = ratings.select(USER, ITEM, RATING).cache()
-    stats = ratings.agg(F.count("*").alias("n"), F.avg(RATING).alias("mu")).first()
+    stats = ratings.agg(
+        F.count("*").alias("n"), F.avg(RATING).alias("mu"), F.max(USER).alias("u"), F.max(ITEM).alias("i")
+    ).first()
     n, mu = int(stats["n"]), float(stats["mu"])
     if n == 0:
         raise ValueError("cannot bootstrap a model from zero ratings")
 
     user_bias, item_bias = fit_biases(ratings, mu, p.reg_user, p.reg_item, p.bias_iterations)
-    uidx = _dense_index(user_bias, USER).localCheckpoint()
-    iidx = _dense_index(item_bias, ITEM).localCheckpoint()
+    # Ids that fit in 32 bits (ids are > 0) go to ALS as they are; otherwise through a dense index.
+    uidx = (
+        _identity_index(user_bias, USER) if stats["u"] <= _INT_MAX else _dense_index(user_bias, USER).cache()
+    )
+    iidx = (
+        _identity_index(item_bias, ITEM) if stats["i"] <= _INT_MAX else _dense_index(item_bias, ITEM).cache()
+    )
 
     resid = (
         ratings.join(user_bias.select(USER, "b_u"), USER)

@@ -40,16 +40,19 @@ The same rules are implemented three times, kept in step by the tests: a scalar 
 rule and the message (authoritative), a vectorised pyarrow check (:func:`read_ratings_pandas`) and a Spark column
 expression (:func:`read_ratings`).
 
-How the Spark reader stays fast and still reports exact lines: the files are read with ``spark.read.text`` and
-split/cast/checked with column expressions in the JVM. One aggregation, grouped by file and file split
-(``_metadata.file_path``, ``_metadata.file_block_start``), counts lines, bad lines, blank and header lines and
-keeps, for each split, the first bad line as ``(monotonically_increasing_id, text)``. Lines of a split are
-contiguous in that id, so the physical line number is ``lines in earlier splits of the file + (id - first id
-of the split) + 1``: when a bad line exists its number comes out of the same aggregation, with no second pass
-and no file read in Python (so ``s3a://`` paths work the same). Only a header repeated three or more times
-inside the first split needs one more (filtered) Spark job. The returned DataFrame re-reads the files lazily
-and carries the validity check as a guard: a row that no longer passes (a file changed after validation)
-fails the job with ``raise_error`` instead of slipping through.
+How the Spark reader stays fast and still reports exact lines: files are read with ``spark.read.text``; one
+regex per line checks the literals and the field count, ``substring_index`` cuts the fields and ``try_cast``
+plus arithmetic check the ranges, all as SQL expressions in the JVM. One aggregation (hash aggregate, fixed-width
+values only), grouped by file and file split (``_metadata.file_path``, ``_metadata.file_block_start``), counts
+lines, bad, blank and header lines and keeps, per split, the ``monotonically_increasing_id`` of its first line,
+first bad, first blank, first/last header and last non-blank line. Lines of a split are read in order and are
+contiguous in that id, so a line number is ``lines in earlier splits of the file + (id - first id of the
+split) + 1``: the first bad line of each file comes out of that one pass. Only when a file is bad, one more
+filtered job reads back the text of that one line (for the message); a header repeated three or more times
+inside the first split needs one more. Nothing is read in Python but the first bytes of each file (and Parquet
+footers), through the Hadoop file system of the path, so ``s3a://`` works the same. The returned DataFrame
+re-reads the files lazily and carries the check as a guard: a row that no longer passes (a file changed after
+validation) fails the job with ``raise_error`` instead of slipping through.
 """
 
 from __future__ import annotations
@@ -937,7 +940,7 @@ def _text_group(spark: SparkSession, layout: _Layout, files: list[str], scale: R
             )
         ]
     )
-    data = raw.selectExpr(*lines).where("NOT _blank AND NOT _hdr").selectExpr(*_OUTPUT)
+    data = annotated.where("NOT _blank AND NOT _hdr").selectExpr(*_OUTPUT)
     return _Group(layout, files, stats, annotated, data)
 
 
@@ -965,7 +968,7 @@ def _parquet_group(spark: SparkSession, layout: _Layout, files: list[str], scale
         F.expr("sum(CAST(NOT _ok AS BIGINT)) AS n_bad"),
         F.expr("min(CASE WHEN NOT _ok THEN _row END) AS bad_row"),
     )
-    data = raw.selectExpr(*items).selectExpr(*_OUTPUT)
+    data = annotated.selectExpr(*_OUTPUT)
     return _Group(layout, files, stats, annotated, data)
 
 
