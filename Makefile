@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export SPARK_LOCAL_IP ?= 127.0.0.1
 
-.PHONY: setup demo test test-fast lint format bench lock clean
+.PHONY: setup demo test test-fast lint format bench lock clean airflow-up airflow-down airflow-demo test-e2e bench-freshness
 
 setup:            ## create/refresh .venv from requirements.lock (checks Python 3.11+ and Java 17+)
 	@bash scripts/setup.sh
@@ -27,6 +27,21 @@ format: setup
 bench: setup      ## accuracy and streaming benchmarks (MovieLens when ../shared/data is there, else generated)
 	$(PY) bench/accuracy.py
 	$(PY) bench/stream.py
+
+airflow-up: setup     ## start Airflow standalone in the background (prints UI URL and where the password is)
+	@scripts/airflow-up
+
+airflow-down:         ## stop exactly what airflow-up started (its recorded process group)
+	@scripts/airflow-down
+
+airflow-demo: setup   ## embedded run: Airflow + bootstrap + partitions (one bad on purpose) + summary
+	@scripts/airflow-demo $(ARGS)
+
+test-e2e: setup       ## real Airflow (dag.test) + Spark: bootstrap and three partitions
+	$(PY) -m pytest tests/test_pipeline_e2e.py $(PYTEST_ARGS)
+
+bench-freshness: setup  ## drop-to-publish latency on the running stack (after airflow-demo)
+	bash -c 'source scripts/airflow-env && $(PY) bench/freshness.py $(ARGS)'
 
 lock:             ## recompile requirements.lock from requirements.in
 	.venv/bin/uv pip compile requirements.in -o requirements.lock --python-version 3.11 --no-header -q

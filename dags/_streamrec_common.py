@@ -1,0 +1,136 @@
+"""What the streamrec DAGs share: defaults, the Spark job factory, the model Asset. Wiring only.
+
+Imported by the DAG files at parse time, so it imports nothing heavy (no streamrec, pyspark, pandas or GX: the
+tasks import those when they run). Listed in ``.airflowignore``: it defines no DAG.
+
+Configuration (environment, read when a task runs unless noted):
+
+* ``STREAMREC_BUCKET``   bucket root (folder, ``file://`` or ``s3://bucket[/prefix]``); default ``<repo>/var/bucket``
+* ``STREAMREC_HOME``     the repository (where ``jobs/`` is); default: this file's parent folder (parse time)
+* ``STREAMREC_PYTHON``   the interpreter Spark's Python runs (with streamrec's dependencies); default: the one
+                         parsing the DAGs (parse time)
+* the ``spark_default`` connection, e.g. ``AIRFLOW_CONN_SPARK_DEFAULT='{"conn_type":"spark","host":"local[2]"}'``,
+  and ``spark-submit`` on the workers' ``PATH``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+from airflow.sdk import Asset
+
+HOME = Path(os.environ.get("STREAMREC_HOME") or Path(__file__).resolve().parent.parent)
+JOBS = HOME / "jobs"
+PYTHON = os.environ.get("STREAMREC_PYTHON") or sys.executable
+
+MODEL_ASSET = Asset(name="streamrec_model", uri="streamrec://model/current", group="streamrec")
+"""Updated by every publish; the event's ``extra`` carries ``version`` and ``rmse``."""
+
+DEFAULT_ARGS = {
+    "owner": "streamrec",
+    "retries": 1,
+    "retry_delay": timedelta(seconds=20),
+}
+
+SPARK_CONF = {
+    # Python workers and the driver run the interpreter that has streamrec's dependencies, whatever python3 is
+    # first on PATH (under spark-submit the JVM is already up: environment variables alone come too late).
+    "spark.pyspark.python": PYTHON,
+    "spark.pyspark.driver.python": PYTHON,
+    "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.driver.extraJavaOptions": "-Xss16m",
+}
+SPARK_ENV = {"SPARK_LOCAL_IP": os.environ.get("SPARK_LOCAL_IP", "127.0.0.1"), "PYSPARK_PYTHON": PYTHON}
+
+
+def spark_job(task_id: str, job: str, application_args, **kwargs) -> SparkSubmitOperator:
+    """A ``jobs/<job>.py`` run through ``spark-submit`` on the ``spark_default`` connection."""
+    return SparkSubmitOperator(
+        task_id=task_id,
+        application=str(JOBS / f"{job}.py"),
+        conn_id="spark_default",
+        name=f"streamrec-{job}",
+        conf=dict(SPARK_CONF),
+        env_vars=dict(SPARK_ENV),
+        application_args=application_args,
+        driver_memory=os.environ.get("STREAMREC_DRIVER_MEMORY", "2g"),
+        **kwargs,
+    )
+
+
+def evaluate_args(plan) -> list:
+    """argv of ``jobs/evaluate.py`` for the candidate named in a plan task's XCom."""
+    return ["--bucket", plan["bucket"], "--version", plan["version"], "--scale", plan["scale"]]
+
+
+def gate_and_publish(plan, after, fail_on_reject: bool):
+    """``after`` >> gate (branch) -> publish (emits the model Asset) | reject -> report. Returns the last task.
+
+    ``plan`` (a plan task's XCom) names the candidate (``version``), the ``bucket``, the version the pointer
+    must still name at publish time (``expected_current``), the model the candidate is judged against
+    (``published``: None for a fresh bootstrap) and the gate's settings (``ceiling``, ``tolerance``,
+    ``baseline``). With ``fail_on_reject`` a rejected candidate fails the run (bootstrap, retrain: someone asked
+    for that model); without it a rejection is a normal outcome (the stream carries on).
+    """
+    from airflow.sdk import task
+
+    @task.branch(task_id="gate")
+    def gate(plan: dict) -> str:
+        from streamrec import pipeline
+
+        _, store = pipeline.open_bucket(plan["bucket"])
+        g = plan["gate"]
+        d = pipeline.decide(
+            store, plan["version"], g["published"], g["ceiling"], g["tolerance"], g["baseline"]
+        )
+        print(f"gate of {plan['version']}: {'ACCEPTED' if d['accepted'] else 'REJECTED'}: {d['reasons']}")
+        return "publish" if d["accepted"] else "reject"
+
+    @task(task_id="publish", outlets=[MODEL_ASSET])
+    def publish(plan: dict, **context) -> dict:
+        from streamrec import pipeline
+
+        _, store = pipeline.open_bucket(plan["bucket"])
+        m = pipeline.publish(store, plan["version"], plan["expected_current"])
+        extra = {
+            "version": m["version"],
+            "rmse": pipeline.rmse_of(m),
+            "partitions": len(m.get("partitions", [])),
+        }
+        context["outlet_events"][MODEL_ASSET].extra = extra
+        print(f"published {m['version']}: {extra}")
+        return extra
+
+    @task(task_id="reject")
+    def reject(plan: dict) -> dict:
+        from streamrec import pipeline
+
+        _, store = pipeline.open_bucket(plan["bucket"])
+        m = pipeline.reject(store, plan["version"], store.read_manifest(plan["version"]).get("gate") or {})
+        print(f"rejected {m['version']}: {m.get('reason')}")
+        return {"version": m["version"], "reason": m.get("reason")}
+
+    @task(task_id="report", trigger_rule="none_failed_min_one_success")
+    def report(plan: dict) -> dict:
+        from streamrec import pipeline
+
+        bucket, store = pipeline.open_bucket(plan["bucket"])
+        out = pipeline.write_reports(bucket, store, plan["version"], plan["gate"]["published"])
+        print(f"gate report: {out['gate_report']}\nindex:       {out['index']}")
+        if fail_on_reject and out["status"] != "published":
+            from airflow.sdk.exceptions import AirflowFailException
+
+            reasons = (store.read_manifest(plan["version"]).get("gate") or {}).get("reasons")
+            raise AirflowFailException(f"candidate {plan['version']} rejected by the gate: {reasons}")
+        return out
+
+    branch = gate(plan)
+    after >> branch
+    done = report(plan)
+    branch >> [publish(plan), reject(plan)] >> done
+    return done

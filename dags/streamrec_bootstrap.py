@@ -1,0 +1,123 @@
+"""
+### streamrec_bootstrap: fit the first model (or a fresh one) from the ratings history
+
+Triggered by hand (**Trigger** → the form below). Steps:
+
+1. **validate_history**: the data contract (Great Expectations suite `expectations/ratings_partition.json`) on
+   `ratings/history/` of the bucket; a failing history fails the run with the contract's one-line reason
+   (report: `reports/partitions/history/report.json`, Data Docs: `reports/datadocs/history/index.html`).
+2. **bootstrap**: `jobs/bootstrap.py` through `spark-submit` (connection `spark_default`): biases + ALS on the
+   residuals; `holdout_fraction` of the rows go to `validation/history` and are never trained on. The version id
+   comes from the run (`v<time>-boot-<hash of run id>`), so a retry rewrites the same candidate.
+3. **evaluate**: `jobs/evaluate.py`, RMSE/MAE on the validation set, into the candidate's manifest.
+4. **gate**: under `rmse_ceiling` and better than the biases-only baseline (the candidate with its factors
+   zeroed, on the same rows). A bootstrap is a fresh start: it is not compared with a published model.
+5. **publish** (pointer `models/CURRENT`, then the `streamrec_model` Asset event with `{version, rmse}`) or
+   **reject** (the candidate stays under `models/versions/` with status `rejected`; the run fails).
+6. **report**: `reports/gates/<version>.html` and the index `reports/index.html` (paths in the task log).
+
+Publishing a bootstrap starts a new lineage: partitions in `ratings/incoming/` that it does not hold are applied
+on top of it by `streamrec_update`. The bucket is `$STREAMREC_BUCKET` (default `<repo>/var/bucket`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from _streamrec_common import DEFAULT_ARGS, evaluate_args, gate_and_publish, spark_job
+from airflow.sdk import Param, dag, task
+
+
+@dag(
+    dag_id="streamrec_bootstrap",
+    schedule=None,
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["streamrec", "spark", "model"],
+    doc_md=__doc__,
+    params={
+        "rank": Param(50, type="integer", minimum=1, description="ALS rank (latent factors)"),
+        "iterations": Param(10, type="integer", minimum=1, description="ALS iterations"),
+        "reg": Param(0.1, type="number", minimum=0, description="ALS regParam λ (scaled per entity count)"),
+        "reg_user": Param(5.0, type="number", minimum=0, description="shrinkage of the user biases"),
+        "reg_item": Param(5.0, type="number", minimum=0, description="shrinkage of the item biases"),
+        "seed": Param(42, type="integer", description="ALS seed: same data + same seed = same model"),
+        "holdout_fraction": Param(
+            0.1,
+            type="number",
+            minimum=0.01,
+            maximum=0.5,
+            description="share of every batch kept for validation, never trained on",
+        ),
+        "rmse_ceiling": Param(1.2, type="number", exclusiveMinimum=0, description="the gate's absolute bar"),
+        "scale": Param(
+            "0.5:5:0.5",
+            type="string",
+            pattern=r"^[0-9.]+:[0-9.]+:[0-9.]+$",
+            description="rating scale LOW:HIGH:STEP",
+        ),
+    },
+)
+def streamrec_bootstrap():
+    @task
+    def validate_history(params=None, dag_run=None) -> dict:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from streamrec import pipeline
+        from streamrec.contract import check_partition
+        from streamrec.model import BootstrapParams
+        from streamrec.schema import RatingScale
+
+        bucket, store = pipeline.open_bucket()
+        scale = RatingScale.parse(params["scale"])
+        check = check_partition(bucket, pipeline.HISTORY, scale, dag_run.run_after.timestamp())
+        print(f"history: {check.reason} ({check.n_rows} rows); report {bucket.uri(check.report_key)}")
+        if not check.ok:
+            raise AirflowFailException(f"ratings history fails the data contract: {check.reason}")
+        version = pipeline.version_id("boot", dag_run.run_id, dag_run.run_after)
+        hp = BootstrapParams.from_dict(
+            {k: params[k] for k in ("rank", "iterations", "reg", "reg_user", "reg_item", "seed")}
+        )
+        current = store.current()
+        argv = [
+            "--bucket",
+            pipeline.bucket_uri(),
+            "--ratings",
+            bucket.spark_uri(pipeline.HISTORY),
+            "--version",
+            version,
+            "--kind",
+            "bootstrap",
+            "--scale",
+            str(scale),
+            "--holdout-fraction",
+            str(params["holdout_fraction"]),
+            "--holdout-seed",
+            str(params["seed"]),
+            *hp.to_argv(),
+        ]
+        return {
+            "bucket": pipeline.bucket_uri(),
+            "version": version,
+            "scale": str(scale),
+            "argv": argv,
+            "expected_current": current,
+            "rows": check.n_rows,
+            "gate": {
+                "published": None,
+                "ceiling": params["rmse_ceiling"],
+                "tolerance": 0.0,
+                "baseline": True,
+            },
+        }
+
+    plan = validate_history()
+    fit = spark_job("bootstrap", "bootstrap", plan["argv"])
+    evaluate = spark_job("evaluate", "evaluate", evaluate_args(plan))
+    plan >> fit >> evaluate
+    gate_and_publish(plan, after=evaluate, fail_on_reject=True)
+
+
+streamrec_bootstrap()

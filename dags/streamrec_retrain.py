@@ -1,0 +1,136 @@
+"""
+### streamrec_retrain: rebuild the model from everything accepted so far, through the same gate
+
+Triggered by hand. Reads the *current* model's manifest: its `inputs` (the history plus every applied
+partition, in order) and its `partitions` (their ids), and fits a fresh model on them with `jobs/bootstrap.py
+--kind retrain` (biases + ALS; hyper-parameters from the form, or, left empty, those of the current model's
+bootstrap). The held-out rows stay held out: the same deterministic split (`holdout` seed and fraction of the
+lineage) excludes them from training, and the retrained candidate is judged on the current model's validation
+set. Quarantined partitions and partitions held by rejected candidates are not inputs (they are not in the
+lineage).
+
+Gate: under `rmse_ceiling`, better than its biases-only baseline, and not worse than the published model by more
+than `tolerance` on the same rows. Then publish (the `streamrec_model` Asset event) or reject (the run fails;
+the candidate stays, marked rejected). The publish refuses to move the pointer if an update was published while
+the retrain ran (the retrain would drop that partition from the lineage): run it again.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from _streamrec_common import DEFAULT_ARGS, evaluate_args, gate_and_publish, spark_job
+from airflow.sdk import Param, dag, task
+
+
+def _opt(kind: str, description: str) -> Param:
+    return Param(None, type=["null", kind], description=f"{description} (empty: as the current model)")
+
+
+@dag(
+    dag_id="streamrec_retrain",
+    schedule=None,
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["streamrec", "spark", "model"],
+    doc_md=__doc__,
+    params={
+        "rank": _opt("integer", "ALS rank"),
+        "iterations": _opt("integer", "ALS iterations"),
+        "reg": _opt("number", "ALS regParam λ"),
+        "reg_user": _opt("number", "shrinkage of the user biases"),
+        "reg_item": _opt("number", "shrinkage of the item biases"),
+        "seed": _opt("integer", "ALS seed"),
+        "tolerance": Param(
+            0.01,
+            type="number",
+            minimum=0,
+            description="relative RMSE worsening allowed vs the published model",
+        ),
+        "rmse_ceiling": Param(1.2, type="number", exclusiveMinimum=0, description="the gate's absolute bar"),
+    },
+)
+def streamrec_retrain():
+    @task
+    def plan_retrain(params=None, dag_run=None) -> dict:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from streamrec import pipeline
+        from streamrec.model import BootstrapParams
+
+        bucket, store = pipeline.open_bucket()
+        current = store.current()
+        if current is None:
+            raise AirflowFailException("no published model to retrain: run streamrec_bootstrap first")
+        m = store.read_manifest(current)
+        hold = m.get("holdout") or {}
+        given = {
+            k: params[k]
+            for k in ("rank", "iterations", "reg", "reg_user", "reg_item", "seed")
+            if params.get(k) is not None
+        }
+        hp = BootstrapParams.from_dict({**(m.get("params") or {}).get("bootstrap", {}), **given})
+        scale = str(pipeline.scale_of(store, current))
+        version = pipeline.version_id("retrain", dag_run.run_id, dag_run.run_after)
+        argv = [
+            "--bucket",
+            pipeline.bucket_uri(),
+            "--version",
+            version,
+            "--kind",
+            "retrain",
+            "--scale",
+            scale,
+        ]
+        for uri in m.get("inputs", []):
+            argv += ["--ratings", uri]
+        for pid in m.get("partitions", []):
+            argv += ["--partition-id", pid]
+        if hold:
+            argv += [
+                "--holdout-fraction",
+                str(hold["fraction"]),
+                "--holdout-seed",
+                str(hold["seed"]),
+                "--validation-uri",
+                hold["uri"],
+            ]
+        argv += hp.to_argv()
+        print(
+            f"retrain of {current}: {len(m.get('inputs', []))} inputs, partitions {m.get('partitions', [])}"
+        )
+        return {
+            "bucket": pipeline.bucket_uri(),
+            "version": version,
+            "scale": scale,
+            "argv": argv,
+            "expected_current": current,
+            "validation": m.get("validation", []),
+            "gate": {
+                "published": current,
+                "ceiling": params["rmse_ceiling"],
+                "tolerance": params["tolerance"],
+                "baseline": True,
+            },
+        }
+
+    @task
+    def attach_validation(plan: dict) -> None:
+        """A retrain re-reads rows whose held-out share is already stored: judge it on the lineage's set."""
+        from streamrec import pipeline
+
+        _, store = pipeline.open_bucket(plan["bucket"])
+        store.update_manifest(
+            plan["version"], validation=plan["validation"], retrained_from=plan["expected_current"]
+        )
+
+    plan = plan_retrain()
+    fit = spark_job("retrain", "bootstrap", plan["argv"])
+    evaluate = spark_job("evaluate", "evaluate", evaluate_args(plan))
+    fit >> attach_validation(plan) >> evaluate
+    gate_and_publish(plan, after=evaluate, fail_on_reject=True)
+
+
+streamrec_retrain()

@@ -1,0 +1,156 @@
+"""
+### streamrec_update: fold each new partition into the published model, exactly once, in arrival order
+
+Users drop partitions into `ratings/incoming/` of the bucket (`$STREAMREC_BUCKET`): one file, or one folder of
+files that arrive together. No human starts this DAG.
+
+**How new partitions are found: a 30 s schedule that lists what is new** (`max_active_runs=1`, `catchup=False`).
+The first task lists `incoming/` and subtracts what the *current model's manifest* says it has absorbed
+(`partitions`), what is quarantined, and what a gate-rejected candidate holds; when nothing is left it
+short-circuits (the run ends in a second, everything else skipped). Why not the alternatives:
+
+* *a deferrable sensor* (`S3KeySensor`, `FileSensor`): it answers "is there a key?", but the partitions stay in
+  `incoming/` forever (raw files are never moved or deleted), so "new" can only mean "not in the model's
+  lineage": that comparison is ours either way. A sensor also needs one provider per storage (amazon for S3,
+  nothing for a local folder) and holds a run open while waiting, where the schedule needs nothing.
+* *an `AssetWatcher`* on bucket notifications (S3 → SQS → `SqsSensorTrigger`): faster (seconds), but it needs an
+  event pipeline per deployment, does not exist for a local folder, and an event that is lost or arrives twice
+  still has to be reconciled against the lineage. It is the upgrade path; the listing stays the source of truth.
+* Listing costs one `LIST` per 30 s; a detection delay of ≤ 30 s fits the freshness target (≤ 60 s).
+
+**One partition per run.** Each run validates the pending partitions in arrival order, quarantining each that
+fails the data contract (the run carries on with the next), and applies the *first one that passes*: update →
+evaluate → gate → publish | reject. The next run (started right after this one: the schedule is already due)
+takes the next partition. One partition per candidate means the gate judges one partition at a time (a damaging
+partition cannot take good ones down with it), a rejected version names exactly the partition it held, and every
+run's graph and logs are about one partition. Several partitions in one run would need a loop inside one task
+(Airflow cannot order mapped task instances), hiding the steps from the UI.
+
+**Exactly once, even after a crash.** What is applied lives in the model: the published manifest's
+`partitions`. A crash before the publish leaves the partition pending (the next run redoes it; the version id
+comes from the run, so a retried task rewrites the same candidate); after it, the partition is in the lineage
+and never offered again, and `jobs/update.py` refuses a partition already in its base's lineage anyway. The
+publish task refuses to move the pointer if it no longer names the base the candidate was built on.
+
+**Per partition:** the data contract (GX suite `expectations/ratings_partition.json`; report
+`reports/partitions/<id>/report.json`, Data Docs `reports/datadocs/<id>/index.html`) → on failure a copy in
+`quarantine/<id>/` with `reason.txt` (the raw file is never deleted or rewritten) → `jobs/update.py --base
+<current> --partition ID=URI` (10 % of the partition is held out into `validation/partitions/<id>`, so the
+validation set grows with the stream) → `jobs/evaluate.py` → **gate**: the candidate's RMSE on its validation
+set may not exceed the published model's RMSE *on the same rows* by more than `tolerance` (relative), nor
+`rmse_ceiling` → publish (pointer, then the `streamrec_model` Asset event `{version, rmse}`) or reject →
+`reports/gates/<version>.html` + `reports/index.html`.
+
+**Rejected partitions** do not vanish: the candidate stays in `models/versions/<version>/` with status
+`rejected`, its gate report and `new_partitions: [id]`; the index lists it. The partition is not retried by
+itself. To re-queue it (e.g. after tuning or a retrain), trigger this DAG with
+`{"requeue": ["<partition id>"]}`: the rejected version gets `requeued_at` (it stays rejected, never published)
+and the partition is pending again. A quarantined partition is checked again when a fixed file is dropped under
+the same name (its size or mtime changed), or drop it under a new name.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from _streamrec_common import DEFAULT_ARGS, evaluate_args, gate_and_publish, spark_job
+from airflow.sdk import Param, dag, task
+
+
+@dag(
+    dag_id="streamrec_update",
+    schedule=timedelta(seconds=30),
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    dagrun_timeout=timedelta(minutes=30),
+    tags=["streamrec", "spark", "model", "stream"],
+    doc_md=__doc__,
+    params={
+        "tolerance": Param(
+            0.01,
+            type="number",
+            minimum=0,
+            description="relative RMSE worsening allowed vs the published model (0.01 = 1 %)",
+        ),
+        "rmse_ceiling": Param(1.2, type="number", exclusiveMinimum=0, description="the gate's absolute bar"),
+        "requeue": Param(
+            [],
+            type="array",
+            items={"type": "string"},
+            description="partition ids held by rejected candidates to offer again",
+        ),
+        "build_docs": Param(True, type="boolean", description="build GX Data Docs for every partition"),
+    },
+)
+def streamrec_update():
+    @task.short_circuit
+    def find_new(params=None) -> dict:
+        from streamrec import pipeline
+
+        bucket, store = pipeline.open_bucket()
+        if params.get("requeue"):
+            print(f"re-queued from rejected versions: {pipeline.requeue(store, params['requeue'])}")
+        found = pipeline.pending(bucket, store)
+        print(
+            f"base {found['base']}; pending {[p['id'] for p in found['pending']]}; skipped {found['skipped']}"
+        )
+        return found if found["pending"] else {}
+
+    @task.short_circuit
+    def validate(found: dict, params=None, dag_run=None) -> dict:
+        from streamrec import pipeline, reports
+
+        bucket, store = pipeline.open_bucket()
+        sel = pipeline.check_and_select(
+            bucket, store, found, dag_run.run_after.timestamp(), build_docs=params.get("build_docs", True)
+        )
+        for row in sel["checked"]:
+            print(
+                f"{row['id']}: {row['reason']} ({row['rows']} rows) report {row['report']}"
+                + (f" -> quarantined in {row['quarantine']}" if "quarantine" in row else "")
+            )
+        if sel["selected"] is None:
+            if sel["checked"]:
+                print(f"index: {bucket.uri(reports.write_index(bucket, store))}")
+            return {}
+        part = sel["selected"]
+        version = pipeline.version_id("upd", dag_run.run_id, dag_run.run_after, part["id"])
+        uri = bucket.spark_uri(part["key"])
+        argv = [
+            "--bucket",
+            pipeline.bucket_uri(),
+            "--base",
+            found["base"],
+            "--version",
+            version,
+            "--partition",
+            f"{part['id']}={uri}",
+            "--scale",
+            sel["scale"],
+        ]
+        return {
+            "bucket": pipeline.bucket_uri(),
+            "version": version,
+            "scale": sel["scale"],
+            "argv": argv,
+            "partition": part["id"],
+            "expected_current": found["base"],
+            "checked": sel["checked"],
+            "gate": {
+                "published": found["base"],
+                "ceiling": params["rmse_ceiling"],
+                "tolerance": params["tolerance"],
+                "baseline": False,
+            },
+        }
+
+    plan = validate(find_new())
+    update = spark_job("update", "update", plan["argv"])
+    evaluate = spark_job("evaluate", "evaluate", evaluate_args(plan))
+    plan >> update >> evaluate
+    gate_and_publish(plan, after=evaluate, fail_on_reject=False)
+
+
+streamrec_update()

@@ -1,0 +1,156 @@
+"""DAG integrity and house policy, with Airflow's own DagBag (no scheduler, no server, no database writes).
+
+The DAGs are parsed in a subprocess with a throw-away ``AIRFLOW_HOME``, the way the DAG processor parses them
+(``BundleDagBag`` puts the dags folder on ``sys.path``), and the subprocess reports what it found as JSON, including
+which heavy modules the parse imported (none may be: pyspark, pandas, Great Expectations, streamrec).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parent.parent
+DAGS = REPO / "dags"
+EXPECTED = {"streamrec_bootstrap", "streamrec_update", "streamrec_retrain"}
+HEAVY = ("pyspark", "great_expectations", "pandas", "streamrec", "numpy", "pyarrow")
+
+_PARSE = r"""
+import json, sys
+before = set(sys.modules)
+from airflow.dag_processing.dagbag import BundleDagBag
+bag = BundleDagBag(dag_folder=sys.argv[1], bundle_path=sys.argv[1], bundle_name="dags-folder")
+heavy = sorted({m.split(".")[0] for m in set(sys.modules) - before} & set(sys.argv[2].split(",")))
+out = {"import_errors": {k: v for k, v in bag.import_errors.items()}, "heavy": heavy, "dags": {}}
+for dag_id, d in bag.dags.items():
+    out["dags"][dag_id] = {
+        "tags": sorted(d.tags or []),
+        "catchup": d.catchup,
+        "doc_md": d.doc_md or "",
+        "schedule": repr(d.timetable),
+        "max_active_runs": d.max_active_runs,
+        "default_retries": (d.default_args or {}).get("retries"),
+        "params": sorted(d.params.keys()),
+        "tasks": {
+            t.task_id: {
+                "retries": t.retries,
+                "upstream": sorted(t.upstream_task_ids),
+                "type": type(t).__name__,
+                "outlets": [getattr(o, "name", None) for o in t.outlets],
+                "conn_id": getattr(t, "_conn_id", None),
+                "conf": getattr(t, "conf", None),
+            }
+            for t in d.tasks
+        },
+    }
+print("@@" + json.dumps(out, default=str))
+"""
+
+
+@pytest.fixture(scope="module")
+def parsed(tmp_path_factory):
+    home = tmp_path_factory.mktemp("airflow_home")
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "True",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", _PARSE, str(DAGS), ",".join(HEAVY)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("@@")][-1]
+    return json.loads(line[2:])
+
+
+def test_every_dag_imports_without_errors(parsed):
+    assert parsed["import_errors"] == {}
+    assert set(parsed["dags"]) == EXPECTED
+
+
+def test_no_heavy_import_at_parse_time(parsed):
+    assert parsed["heavy"] == [], f"DAG files import {parsed['heavy']} at parse time: import them in tasks"
+
+
+@pytest.mark.parametrize("dag_id", sorted(EXPECTED))
+def test_house_policy(parsed, dag_id):
+    d = parsed["dags"][dag_id]
+    assert d["tags"] and "streamrec" in d["tags"]
+    assert d["catchup"] is False
+    assert len(d["doc_md"]) > 200, "the module docstring is the DAG's doc_md"
+    assert d["default_retries"] >= 1
+    assert all(t["retries"] >= 1 for t in d["tasks"].values())
+    assert d["max_active_runs"] == 1
+
+
+def test_spark_jobs_use_the_connection_and_our_python(parsed):
+    spark_tasks = [
+        (dag_id, tid, t)
+        for dag_id, d in parsed["dags"].items()
+        for tid, t in d["tasks"].items()
+        if t["type"] == "SparkSubmitOperator"
+    ]
+    assert len(spark_tasks) == 6
+    for _, _, t in spark_tasks:
+        assert t["conn_id"] == "spark_default"
+        assert t["conf"]["spark.pyspark.python"]
+
+
+def test_schedules(parsed):
+    assert "NullTimetable" in parsed["dags"]["streamrec_bootstrap"]["schedule"]
+    assert "NullTimetable" in parsed["dags"]["streamrec_retrain"]["schedule"]
+    assert "seconds=30" in parsed["dags"]["streamrec_update"]["schedule"]
+
+
+def test_wiring(parsed):
+    boot = parsed["dags"]["streamrec_bootstrap"]["tasks"]
+    assert boot["bootstrap"]["upstream"] == ["validate_history"]
+    assert "bootstrap" in boot["evaluate"]["upstream"]
+    assert "evaluate" in boot["gate"]["upstream"]
+    assert {"gate"} <= set(boot["publish"]["upstream"]) and {"gate"} <= set(boot["reject"]["upstream"])
+    assert {"publish", "reject"} <= set(boot["report"]["upstream"])
+    upd = parsed["dags"]["streamrec_update"]["tasks"]
+    assert upd["validate"]["upstream"] == ["find_new"]
+    assert upd["update"]["upstream"] == ["validate"]
+    assert "update" in upd["evaluate"]["upstream"]
+    for d in parsed["dags"].values():
+        assert d["tasks"]["publish"]["outlets"] == ["streamrec_model"]
+        assert d["tasks"]["reject"]["outlets"] == []
+    assert set(parsed["dags"]["streamrec_bootstrap"]["params"]) >= {
+        "rank",
+        "iterations",
+        "reg",
+        "reg_user",
+        "reg_item",
+        "seed",
+        "holdout_fraction",
+        "rmse_ceiling",
+    }
+    assert {"tolerance", "requeue"} <= set(parsed["dags"]["streamrec_update"]["params"])
+
+
+def test_bootstrap_flags_are_the_jobs_flags():
+    """The argv the bootstrap DAG builds (``BootstrapParams.to_argv``) parses with the job's own parser."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_streamrec_job_bootstrap", REPO / "jobs" / "bootstrap.py")
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    from streamrec.model import BootstrapParams
+
+    hp = BootstrapParams(rank=7, iterations=3, reg=0.2, reg_user=3.0, reg_item=4.0, seed=9)
+    ns = job.parse(["--bucket", "b", "--ratings", "r", *hp.to_argv()])
+    assert BootstrapParams.from_args(ns) == hp
