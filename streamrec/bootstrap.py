@@ -136,7 +136,7 @@ def fit(ratings: DataFrame, params: BootstrapParams | None = None) -> FactorMode
         nonnegative=False,
         numUserBlocks=blocks,
         numItemBlocks=blocks,
-        checkpointInterval=5,
+        checkpointInterval=10,
         coldStartStrategy="nan",
     )
     als_model = als.fit(resid)
