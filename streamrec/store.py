@@ -159,17 +159,30 @@ class ModelArrays:
         items = _side_from_table(
             model.items.select("id", "bias", "n", "factors").toArrow(), model.rank, "items"
         )
+        return cls.from_sides(model.mu, model.rank, users, items, dict(manifest or {}), model.n)
+
+    @classmethod
+    def from_sides(
+        cls,
+        mu: float,
+        rank: int,
+        users: tuple[np.ndarray, ...],
+        items: tuple[np.ndarray, ...],
+        manifest: dict,
+        n: int,
+    ) -> ModelArrays:
+        """From ``(ids, bias, n, factors)`` tuples of each side, as ``_side_from_table`` returns them."""
         return cls(
-            mu=model.mu,
-            rank=model.rank,
+            mu=mu,
+            rank=rank,
             user_ids=users[0],
             user_bias=users[1],
             user_factors=users[3],
             item_ids=items[0],
             item_bias=items[1],
             item_factors=items[3],
-            manifest=dict(manifest or {}),
-            n=model.n,
+            manifest=manifest,
+            n=n,
             user_n=users[2],
             item_n=items[2],
         )
@@ -586,20 +599,8 @@ class ModelStore:
         doc = self.read_manifest(version)
         rank = int(doc["rank"])
         sides = {side: self._read_side(self._files(version, doc, side), rank, side) for side in SIDES}
-        users, items = sides["users"], sides["items"]
-        return ModelArrays(
-            mu=float(doc["mu"]),
-            rank=rank,
-            user_ids=users[0],
-            user_bias=users[1],
-            user_factors=users[3],
-            item_ids=items[0],
-            item_bias=items[1],
-            item_factors=items[3],
-            manifest=doc,
-            n=int(doc.get("n_ratings", 0)),
-            user_n=users[2],
-            item_n=items[2],
+        return ModelArrays.from_sides(
+            float(doc["mu"]), rank, sides["users"], sides["items"], doc, int(doc.get("n_ratings", 0))
         )
 
     def _read_side(self, keys: list[str], rank: int, side: str) -> tuple[np.ndarray, ...]:
