@@ -192,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
             def fit():
                 m = float(train.agg(F.avg(RATING)).first()[0])
                 ub, ib = bootstrap.fit_biases(train, m, reg_user, reg_item, params.bias_iterations)
+                # fit_biases may return lazy (cached, not yet computed) tables: materialise them inside the timing.
+                ub, ib = ub.localCheckpoint(), ib.localCheckpoint()
                 return m, ub, ib
 
             with phases(phase + "_fit"):

@@ -101,9 +101,9 @@ def test_bootstrap_update_evaluate_through_spark_submit(tmp_path, data):
         f"p-00001={p1}",
         check=False,
     )
-    assert (
-        again.returncode == 2 and "streamrec: error: partition(s) ['p-00001'] already applied" in again.stderr
-    )
+    # spark-submit merges the Python driver's stderr into its own stdout
+    assert again.returncode == 2
+    assert "streamrec: error: partition(s) ['p-00001'] already applied" in again.stdout + again.stderr
     assert [v["version"] for v in store.list_versions()] == ["v0001", "v0002"]
 
     # Accuracy: far below the global-mean spread, within reach of the planted noise floor.
