@@ -13,7 +13,7 @@ O(|B| · rank) per pass, whatever the size of the model.
 **1. Fold-in of new ids** (bias 0; ridge least squares against the fixed other side, Oryx / ``implicit``).
 The target is what the entity's bias will not explain: y minus its provisional shrunk mean
 b̂ = Σ y / (|B_e| + reg), which the first pass's exact bias step then sets (fitting the factors to y itself lets
-them soak up the bias: 0.8532 against 0.8506 final validation RMSE on time-ordered MovieLens)::
+them soak up the bias: about 0.003 worse final validation RMSE in a development replica of ``bench/stream.py``)::
 
     p_u = (Q_uᵀ Q_u + fold_in_reg |B_u| I)⁻¹ Q_uᵀ (y_u - b̂_u)       (new users, against known items)
     q_i = (P_iᵀ P_i + fold_in_reg |B_i| I)⁻¹ P_iᵀ (y_i - b̂_i)       (new items, against the users above)
@@ -28,8 +28,8 @@ prior that summarises what it absorbed before (recursive least squares with an i
 
 ``P_b`` makes the bias recursion exact: with ``w = 1`` one bias step gives b = Σ_all resid / (n_all + reg), the
 batch shrunk mean, however the ratings were cut into partitions (the regulariser is paid once, not once per
-partition: paying it per partition shrinks every bias again on every partition, and measured on time-ordered
-MovieLens that alone cost 0.04 RMSE). ``c_e`` = mean ||q||² / rank over the partners of e in B: the curvature one
+partition: paying it per partition shrinks every bias again on every partition, which cost about 0.04 RMSE in a
+development replica of ``bench/stream.py``). ``c_e`` = mean ||q||² / rank over the partners of e in B: the curvature one
 old rating contributed. The factor term ``reg_factors |B_e|`` is ALS-WR's count-scaled ridge paid for the new
 ratings only. The steps (one normalised-LMS step per block, i.e. gradient over a curvature bound)::
 
