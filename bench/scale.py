@@ -45,6 +45,21 @@ def _status_kb(pid: int, field: str) -> int:
     return 0
 
 
+def _python_workers(root: int) -> list[int]:
+    """Python processes below ``root`` (PySpark's daemon and workers). Other children are skipped: the JVM also
+    spawns short-lived helpers (Hadoop's shell commands) that, between fork and exec, report the JVM's own RSS."""
+    out = []
+    for pid in _descendants(root):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read()
+        except OSError:
+            continue
+        if b"python" in cmd and b"pyspark" in cmd:
+            out.append(pid)
+    return out
+
+
 def _descendants(root: int) -> list[int]:
     children: dict[int, list[int]] = {}
     for name in os.listdir("/proc"):
@@ -83,7 +98,7 @@ class RssSampler(threading.Thread):
 
     def sample(self) -> None:
         jvm = _status_kb(self.jvm_pid, "VmRSS") if self.jvm_pid else 0
-        workers = sum(_status_kb(p, "VmRSS") for p in _descendants(self.jvm_pid)) if self.jvm_pid else 0
+        workers = sum(_status_kb(p, "VmRSS") for p in _python_workers(self.jvm_pid)) if self.jvm_pid else 0
         driver = _status_kb(os.getpid(), "VmRSS")
         heap = 0.0
         if self.heap_used is not None:

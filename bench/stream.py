@@ -72,6 +72,11 @@ def main(argv: list[str] | None = None) -> int:
         "distinct_users_per_partition_median": float(np.median([p["user"].nunique() for p in parts]))
         if parts
         else None,
+        "top_user_ratings_in_a_partition_median": float(
+            np.median([p["user"].value_counts().iloc[0] for p in parts])
+        )
+        if parts
+        else None,
         "top_user_ratings_in_a_partition_max": int(max(p["user"].value_counts().iloc[0] for p in parts))
         if parts
         else None,
