@@ -57,10 +57,8 @@ def fit_biases(
         if user_bias is not None:  # the first pass starts from b_u = 0
             rated = r.join(F.broadcast(user_bias.select(USER, "b_u")), USER)
             resid = resid - F.col("b_u")
-        item_bias = (
-            rated.groupBy(ITEM)
-            .agg((F.sum(resid) / (F.lit(reg_item) + F.count("*"))).alias("b_i"), F.count("*").alias("n_i"))
-            .cache()
+        item_bias = rated.groupBy(ITEM).agg(
+            (F.sum(resid) / (F.lit(reg_item) + F.count("*"))).alias("b_i"), F.count("*").alias("n_i")
         )
         user_bias = (
             r.join(F.broadcast(item_bias.select(ITEM, "b_i")), ITEM)
@@ -71,10 +69,10 @@ def fit_biases(
                 ),
                 F.count("*").alias("n_u"),
             )
-            .cache()
         )
     assert item_bias is not None and user_bias is not None
-    return user_bias, item_bias
+    # Only the final pair is cached: caching every iteration left tables nothing could unpersist.
+    return user_bias.cache(), item_bias.cache()
 
 
 _INT_MAX = 2**31 - 1
