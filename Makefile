@@ -2,12 +2,15 @@
 PY := .venv/bin/python
 export SPARK_LOCAL_IP ?= 127.0.0.1
 
-.PHONY: setup demo test test-fast lint format bench lock clean airflow-up airflow-down airflow-demo test-e2e bench-freshness
+.PHONY: setup demo demo-engine test test-fast lint format bench lock clean airflow-up airflow-down airflow-demo test-e2e bench-freshness
 
 setup:            ## create/refresh .venv from requirements.lock (checks Python 3.11+ and Java 17+)
 	@bash scripts/setup.sh
 
-demo: setup       ## the main job: bootstrap + streaming updates on generated data, RMSE as it goes
+demo: setup       ## the main job: Airflow standalone + bootstrap + partitions through the gate; summary; stays up
+	@scripts/airflow-demo $(ARGS)
+
+demo-engine: setup  ## the engine alone, one process, no Airflow: bootstrap + streaming updates, RMSE as it goes
 	$(PY) -m streamrec.demo $(ARGS)
 
 test: setup       ## the whole suite (CI runs this)
@@ -34,8 +37,7 @@ airflow-up: setup     ## start Airflow standalone in the background (prints UI U
 airflow-down:         ## stop exactly what airflow-up started (its recorded process group)
 	@scripts/airflow-down
 
-airflow-demo: setup   ## embedded run: Airflow + bootstrap + partitions (one bad on purpose) + summary
-	@scripts/airflow-demo $(ARGS)
+airflow-demo: demo   ## (the same as make demo)
 
 test-e2e: setup       ## real Airflow (dag.test) + Spark: bootstrap and three partitions
 	$(PY) -m pytest tests/test_pipeline_e2e.py $(PYTEST_ARGS)

@@ -19,8 +19,8 @@ short-circuits (the run ends in a second, everything else skipped). Why not the 
 * Listing costs one `LIST` per 30 s; a detection delay of ≤ 30 s fits the freshness target (≤ 60 s).
 
 **One partition per run.** Each run validates the pending partitions in arrival order, quarantining each that
-fails the data contract (the run carries on with the next), and applies the *first one that passes*: update →
-evaluate → gate → publish | reject. The next run (started right after this one: the schedule is already due)
+fails the data contract (the run carries on with the next), and applies the *first one that passes*: update
+(and evaluate) → gate → publish | reject. The next run (started right after this one: the schedule is already due)
 takes the next partition. One partition per candidate means the gate judges one partition at a time (a damaging
 partition cannot take good ones down with it), a rejected version names exactly the partition it held, and every
 run's graph and logs are about one partition. Several partitions in one run would need a loop inside one task
@@ -36,8 +36,9 @@ publish task refuses to move the pointer if it no longer names the base the cand
 `reports/partitions/<id>/report.json`, Data Docs `reports/datadocs/<id>/index.html`) → on failure a copy in
 `quarantine/<id>/` with `reason.txt` (the raw file is never deleted or rewritten) → `jobs/update.py --base
 <current> --partition ID=URI` (10 % of the partition is held out into `validation/partitions/<id>`, so the
-validation set grows with the stream) → `jobs/evaluate.py` → **gate**: the candidate's RMSE on its validation
-set may not exceed the published model's RMSE *on the same rows* by more than `tolerance` (relative), nor
+validation set grows with the stream; `--evaluate` scores the candidate on its validation set in the same
+Spark application: one JVM start-up per partition instead of two, the largest share of the freshness budget) →
+**gate**: the candidate's RMSE on its validation set may not exceed the published model's RMSE *on the same rows* by more than `tolerance` (relative), nor
 `rmse_ceiling` → publish (pointer, then the `streamrec_model` Asset event `{version, rmse}`) or reject →
 `reports/gates/<version>.html` + `reports/index.html`.
 
@@ -53,7 +54,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from _streamrec_common import DEFAULT_ARGS, evaluate_args, gate_and_publish, spark_job
+from _streamrec_common import DEFAULT_ARGS, gate_and_publish, spark_job
 from airflow.sdk import Param, dag, task
 
 
@@ -129,6 +130,7 @@ def streamrec_update():
             f"{part['id']}={uri}",
             "--scale",
             sel["scale"],
+            "--evaluate",
         ]
         return {
             "bucket": pipeline.bucket_uri(),
@@ -148,9 +150,8 @@ def streamrec_update():
 
     plan = validate(find_new())
     update = spark_job("update", "update", plan["argv"])
-    evaluate = spark_job("evaluate", "evaluate", evaluate_args(plan))
-    plan >> update >> evaluate
-    gate_and_publish(plan, after=evaluate, fail_on_reject=False)
+    plan >> update
+    gate_and_publish(plan, after=update, fail_on_reject=False)
 
 
 streamrec_update()

@@ -2,11 +2,13 @@
 
     spark-submit --master local[2] jobs/update.py \\
         --bucket var/bucket --base v0001 --version v0002 \\
-        --partition p-00001=var/bucket/ratings/incoming/p-00001.csv
+        --partition p-00001=var/bucket/ratings/incoming/p-00001.csv [--evaluate]
 
 Partitions are ``ID=URI`` pairs applied in the order given; an ID already in the base's lineage is refused.
-Prints the candidate's manifest (with each partition's prequential RMSE) as JSON on the last line. See
-``streamrec.update`` / ``streamrec.sgd`` for the math.
+With ``--evaluate`` the candidate is also evaluated on its validation set in the same Spark application (what
+``jobs/evaluate.py`` does, without a second JVM start-up: the update DAG's hot path). Prints the candidate's
+manifest (with each partition's prequential RMSE) as JSON on the last line. See ``streamrec.update`` /
+``streamrec.sgd`` for the math.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import json
 import sys
 
 from streamrec.model import UpdateParams
-from streamrec.runs import exit_on_user_error, update_version
+from streamrec.runs import evaluate_version, exit_on_user_error, update_version
 from streamrec.schema import RatingScale
 from streamrec.spark import get_session
 from streamrec.store import ModelStore
@@ -39,6 +41,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--version", help="version id to write (default: a fresh time-sortable id)")
     ap.add_argument("--scale", type=RatingScale.parse, default=RatingScale(), help="LOW:HIGH:STEP")
     ap.add_argument("--checkpoint-dir", help="Spark checkpoint directory")
+    ap.add_argument(
+        "--evaluate", action="store_true", help="also evaluate the candidate on its validation set"
+    )
     UpdateParams.add_arguments(ap)
     return ap.parse_args(argv)
 
@@ -46,15 +51,19 @@ def parse(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
     spark = get_session("streamrec-update", checkpoint_dir=args.checkpoint_dir)
-    manifest, _ = update_version(
+    store = ModelStore(args.bucket)
+    manifest, model = update_version(
         spark,
-        ModelStore(args.bucket),
+        store,
         args.partition,
         base=args.base,
         params=UpdateParams.from_args(args),
         version=args.version,
         scale=args.scale,
     )
+    if args.evaluate:
+        metrics = evaluate_version(spark, store, manifest["version"], scale=args.scale, model=model)
+        manifest = {**manifest, "metrics": metrics}
     print(json.dumps(manifest, sort_keys=True))
     return 0
 

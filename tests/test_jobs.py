@@ -82,12 +82,17 @@ def test_bootstrap_update_evaluate_through_spark_submit(tmp_path, data):
 
     p1 = src / "partitions" / "p-00001.csv"
     m1 = last_json(
-        submit("update.py", "--bucket", str(bucket), "--version", "v0002", "--partition", f"p-00001={p1}")
+        submit(
+            "update.py",
+            *("--bucket", str(bucket), "--version", "v0002", "--partition", f"p-00001={p1}", "--evaluate"),
+        )
     )
     assert m1["parent"] == "v0001" and m1["partitions"] == ["p-00001"]
     assert m1["inputs"][-1] == str(p1) and len(m1["validation"]) == 2  # history's share + p-00001's share
     assert m1["metrics"]["prequential"]["p-00001"]["rmse"] > 0
-    e1 = last_json(submit("evaluate.py", "--bucket", str(bucket), "--version", "v0002"))
+    # --evaluate: scored on its validation set in the same application, and recorded in the manifest
+    e1 = m1["metrics"]
+    assert store.read_manifest("v0002")["metrics"]["validation"] == e1["validation"]
     store.publish("v0002")
 
     # Applying the same partition again is refused, and nothing is written.

@@ -11,7 +11,8 @@ bootstrap, then the update DAG over three partitions dropped in this order:
   is judged on unchanged rows it now predicts badly, and the gate rejects it (status rejected, not current).
 
 One partition per update run, so: run 1 applies ``p-00001``; run 2 quarantines ``p-bad`` and rejects
-``p-damage``; run 3 finds nothing and changes nothing.
+``p-damage``; run 3 finds nothing and changes nothing. Then ``streamrec_retrain`` rebuilds from everything
+accepted (the history and ``p-00001``, not the quarantined or rejected partitions) through the same gate.
 
 Everything Airflow runs in a subprocess with its own ``AIRFLOW_HOME`` (this file is also the driver:
 ``python tests/test_pipeline_e2e.py DRIVER_ARGS``), so the test process's environment is untouched.
@@ -140,6 +141,8 @@ def driver(work: Path) -> None:
     for _ in range(3):
         out["runs"].append(_run(dags["streamrec_update"]))
         out.setdefault("snapshots", []).append(_snapshot(bucket))
+    out["runs"].append(_run(dags["streamrec_retrain"], {"rank": 8, "iterations": 5, "tolerance": 0.05}))
+    out["after_retrain"] = _snapshot(bucket)
     print("@@" + json.dumps(out, default=str), flush=True)
 
 
@@ -167,7 +170,7 @@ def test_bootstrap_then_three_partitions(tmp_path):
     text = log.read_text()
     assert proc.returncode == 0, text[-6000:]
     res = json.loads([ln for ln in text.splitlines() if ln.startswith("@@")][-1][2:])
-    boot, run1, run2, run3 = res["runs"]
+    boot, run1, run2, run3, retrain = res["runs"]
     print(json.dumps(res["runs"], indent=1))
 
     # bootstrap: published
@@ -207,6 +210,19 @@ def test_bootstrap_then_three_partitions(tmp_path):
     assert run3["tasks"]["find_new"].endswith("success")
     assert all(st.endswith("skipped") for t, st in run3["tasks"].items() if t != "find_new"), run3
     assert s3["versions"] == s2["versions"] and s3["current"] == s2["current"]
+
+    # retrain: a fresh fit on the history + p-00001 (the accepted lineage), published through the gate
+    sr = res["after_retrain"]
+    assert retrain["state"].endswith("success"), retrain
+    assert retrain["tasks"]["publish"].endswith("success"), retrain
+    assert "-retrain-" in sr["current"] and sr["current"] != s3["current"]
+    assert sr["applied"] == ["p-00001"], "the retrain keeps the lineage: quarantined and rejected stay out"
+    from streamrec.store import ModelStore
+
+    mr = ModelStore(str(bucket)).read_manifest(sr["current"])
+    assert mr["kind"] == "retrain" and mr["retrained_from"] == s3["current"]
+    assert not any("p-damage" in u or "p-bad" in u for u in mr["inputs"]), mr["inputs"]
+    assert mr["validation"] == ModelStore(str(bucket)).read_manifest(s3["current"])["validation"]
 
 
 if __name__ == "__main__":
