@@ -326,6 +326,60 @@ def test_code_is_mounted_at_the_same_paths_in_airflow_and_spark(services):
     )
 
 
+def test_entrypoint_starts_a_kubernetes_executor(tmp_path):
+    """Spark on Kubernetes runs the image with ``executor`` and SPARK_* variables: the backend's command line."""
+    java = tmp_path / "jdk" / "bin" / "java"
+    java.parent.mkdir(parents=True)
+    java.write_text('#!/bin/sh\nfor a in "$@"; do echo "$a"; done\n', encoding="utf-8")
+    java.chmod(0o755)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "JAVA_HOME": str(tmp_path / "jdk"),
+        "SPARK_HOME": "/opt/spark",
+        "SPARK_CONF_DIR": "/opt/conf",
+        "SPARK_EXECUTOR_MEMORY": "1g",
+        "SPARK_DRIVER_URL": "spark://CoarseGrainedScheduler@10.0.0.5:7078",
+        "SPARK_EXECUTOR_ID": "3",
+        "SPARK_EXECUTOR_CORES": "2",
+        "SPARK_APPLICATION_ID": "spark-app-1",
+        "SPARK_EXECUTOR_POD_IP": "10.0.0.9",
+        "SPARK_EXECUTOR_POD_NAME": "streamrec-exec-3",
+        "SPARK_JAVA_OPT_10": "-Dlast=1",
+        "SPARK_JAVA_OPT_2": "-Dsecond=1",
+        "SPARK_JAVA_OPT_0": "-Dfirst=1 with space",
+    }
+    run = subprocess.run(
+        [str(REPO / "docker" / "entrypoint.sh"), "executor"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    argv = run.stdout.splitlines()
+    assert argv[:3] == ["-Dfirst=1 with space", "-Dsecond=1", "-Dlast=1"], "options in numeric order, whole"
+    assert argv[3:5] == ["-Xms1g", "-Xmx1g"]
+    assert argv[argv.index("-cp") + 1] == "/opt/conf:/opt/spark/jars/*"
+    backend = argv.index("org.apache.spark.scheduler.cluster.k8s.KubernetesExecutorBackend")
+    flags = dict(zip(argv[backend + 1 :: 2], argv[backend + 2 :: 2], strict=True))
+    assert flags == {
+        "--driver-url": env["SPARK_DRIVER_URL"],
+        "--executor-id": "3",
+        "--cores": "2",
+        "--app-id": "spark-app-1",
+        "--hostname": "10.0.0.9",
+        "--resourceProfileId": "0",
+        "--podName": "streamrec-exec-3",
+    }
+    passthrough = subprocess.run(
+        [str(REPO / "docker" / "entrypoint.sh"), "echo", "airflow", "scheduler"],
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert passthrough.stdout == "airflow scheduler\n"
+
+
 # ----------------------------------------------------------------------------------------------- secrets
 def _all_env(compose) -> list[tuple[str, str, str]]:
     return [(n, k, v) for n, s in compose["services"].items() for k, v in env_of(s).items()]
