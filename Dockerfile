@@ -92,8 +92,10 @@ RUN set -eu; \
     fetch "software/amazon/s3/analyticsaccelerator/analyticsaccelerator-s3/${ANALYTICS_ACCELERATOR_VERSION}/analyticsaccelerator-s3-${ANALYTICS_ACCELERATOR_VERSION}.jar" "${ANALYTICS_ACCELERATOR_SHA1}"
 
 # The non-root user (uid 50000 like Airflow's image, primary group 0 for OpenShift) and the folders it writes.
+# They must exist here: a new named volume copies the owner of the folder it is mounted on (else: root).
 RUN useradd --uid 50000 --gid 0 --home-dir /home/streamrec --create-home --shell /bin/bash streamrec \
- && mkdir -p /opt/airflow /opt/streamrec/plugins /var/lib/streamrec/checkpoints /var/lib/streamrec/spark-work \
+ && mkdir -p /opt/airflow/logs /opt/airflow/auth /opt/streamrec/plugins \
+             /var/lib/streamrec/checkpoints /var/lib/streamrec/spark-work \
  && chown -R 50000:0 /opt/airflow /var/lib/streamrec /home/streamrec \
  && chmod -R g=u /opt/airflow /var/lib/streamrec /home/streamrec \
  && chmod g+w /etc/passwd

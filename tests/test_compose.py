@@ -191,6 +191,21 @@ def test_dockerfile_installs_the_lock_like_setup(dockerfile_args):
             )
 
 
+def test_named_volumes_mount_on_folders_the_image_owns(services):
+    """A new named volume takes the owner of the image's folder at its mount point; a missing folder means
+    root, and the non-root services could not write their logs, checkpoints or the login file."""
+    made = set()
+    for block in re.findall(r"mkdir -p ((?:\\\n|[^\n])+)", DOCKERFILE.read_text(encoding="utf-8")):
+        made |= {w for w in block.replace("\\\n", " ").split("&&")[0].split() if w.startswith("/")}
+    for name, svc in services.items():
+        if not svc.get("build"):
+            continue
+        for volume, target in named_volumes(svc).items():
+            assert target in made, (
+                f"{name}: volume {volume} mounts on {target}, which the Dockerfile does not create"
+            )
+
+
 # ------------------------------------------------------------------------------ health and start-up order
 def test_long_running_services_have_healthchecks(services):
     one_shot = {n for n, s in services.items() if str(s.get("restart", "")) == "no"}
@@ -411,6 +426,9 @@ def test_airflow_requires_a_login(compose):
     assert named_volumes(compose["services"]["airflow-apiserver"])["airflow-auth"] == str(
         Path(env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]).parent
     )
+    # the password file (plain text) is in no container that runs task code
+    holders = {n for n, s in compose["services"].items() if "airflow-auth" in named_volumes(s)}
+    assert holders == {"airflow-apiserver", "airflow-init"}
 
 
 def _env_example() -> dict[str, str]:
