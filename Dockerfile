@@ -53,7 +53,9 @@ ENV PYTHONUNBUFFERED=1 \
     PYARROW_IGNORE_TIMEZONE=1
 
 # JDK 17 (Spark 4 needs Java 17+), tini as PID 1, procps (Spark's scripts call ps), curl for healthchecks.
+# (The JDK's postinst links man pages into /usr/share/man/man1, which slim images do not have.)
 RUN apt-get update \
+ && mkdir -p /usr/share/man/man1 \
  && apt-get install -y --no-install-recommends openjdk-17-jdk-headless tini procps curl ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && ln -s "$(dirname "$(dirname "$(readlink -f "$(command -v javac)")")")" /usr/lib/jvm/java-17 \

@@ -18,6 +18,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -393,6 +394,82 @@ def test_entrypoint_starts_a_kubernetes_executor(tmp_path):
         check=True,
     )
     assert passthrough.stdout == "airflow scheduler\n"
+
+
+def _script(service: dict) -> str:
+    """The shell script of a one-shot service, with compose's ``$$`` escapes undone (what the shell runs)."""
+    return service["command"][0].replace("$$", "$")
+
+
+def _fake_bin(tmp_path: Path, name: str) -> Path:
+    """A stand-in executable that records its arguments, one call per line, in ``<name>.calls``."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    exe = bin_dir / name
+    exe.write_text(f'#!/bin/sh\necho "$*" >> "{tmp_path}/{name}.calls"\n', encoding="utf-8")
+    exe.chmod(0o755)
+    return bin_dir
+
+
+def test_airflow_init_writes_the_login_and_refuses_placeholders(services, tmp_path):
+    """airflow-init's script, run by bash with a stand-in ``airflow``: the password file, and the refusal."""
+    init = services["airflow-init"]
+    assert init["entrypoint"][-2:] == ["bash", "-c"]
+    bin_dir = _fake_bin(tmp_path, "airflow")
+    env = {k: default_of(v) for k, v in env_of(init).items()}
+    env.update(
+        {
+            "PATH": f"{bin_dir}:{Path(sys.executable).parent}:/usr/bin:/bin",
+            "AIRFLOW_ADMIN_PASSWORD": "s3cret-from-env",
+            "AIRFLOW__CORE__FERNET_KEY": "k",
+            "AIRFLOW__API_AUTH__JWT_SECRET": "j",
+            "AIRFLOW__API__SECRET_KEY": "a",
+            "AWS_SECRET_ACCESS_KEY": "s",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "postgresql+psycopg2://airflow:pw@postgres:5432/airflow",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "alice:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(tmp_path / "passwords.json"),
+        }
+    )
+    run = subprocess.run(["bash", "-c", _script(init)], env=env, capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stderr
+    assert "s3cret" not in run.stdout + run.stderr, "the password must not be printed"
+    written = tmp_path / "passwords.json"
+    assert json.loads(written.read_text(encoding="utf-8")) == {"alice": "s3cret-from-env"}
+    assert written.stat().st_mode & 0o077 == 0, "the password file must be private to its owner"
+    assert (tmp_path / "airflow.calls").read_text(encoding="utf-8").splitlines() == ["db migrate", "version"]
+
+    (tmp_path / "airflow.calls").unlink()
+    env["AIRFLOW__API_AUTH__JWT_SECRET"] = "change-me-jwt-secret"
+    refused = subprocess.run(
+        ["bash", "-c", _script(init)], env=env, capture_output=True, text=True, check=False
+    )
+    assert refused.returncode != 0 and "AIRFLOW__API_AUTH__JWT_SECRET" in refused.stderr
+    assert not (tmp_path / "airflow.calls").exists(), "nothing may run before the check"
+
+
+def test_minio_init_creates_the_bucket_of_streamrec_bucket(services, tmp_path):
+    """minio-init's script with a stand-in ``mc``: the bucket name comes from STREAMREC_BUCKET (prefix dropped)."""
+    init = services["minio-init"]
+    bin_dir = _fake_bin(tmp_path, "mc")
+    env = {
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "MINIO_ROOT_USER": "root",
+        "MINIO_ROOT_PASSWORD": "rootpw123",
+        "AWS_ACCESS_KEY_ID": "app",
+        "AWS_SECRET_ACCESS_KEY": "apppw1234",
+        "STREAMREC_BUCKET": "s3://ratings-bucket/team/streamrec",
+    }
+    run = subprocess.run(["sh", "-c", _script(init)], env=env, capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stderr
+    calls = (tmp_path / "mc.calls").read_text(encoding="utf-8").splitlines()
+    assert "mb --ignore-existing local/ratings-bucket" in calls
+    assert "admin user add local app apppw1234" in calls
+    assert "admin policy attach local readwrite --user app" in calls
+    env["MINIO_ROOT_PASSWORD"] = "change-me-minio-root-password"
+    refused = subprocess.run(
+        ["sh", "-c", _script(init)], env=env, capture_output=True, text=True, check=False
+    )
+    assert refused.returncode != 0
 
 
 # ----------------------------------------------------------------------------------------------- secrets
