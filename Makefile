@@ -50,3 +50,20 @@ lock:             ## recompile requirements.lock from requirements.in
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache
+
+# --- docker-compose cluster (docs/CLUSTER.md) ---------------------------------------------------------------
+.PHONY: compose-check compose-env
+
+compose-check:        ## validate docker-compose.yaml with docker-compose 1.29 or Compose v2, if installed (else skip)
+	@if command -v docker-compose >/dev/null 2>&1; then \
+	  docker-compose --env-file .env.example -f docker-compose.yaml config -q \
+	    && echo "compose-check: docker-compose.yaml is valid for docker-compose $$(docker-compose version --short)"; \
+	elif docker compose version >/dev/null 2>&1; then \
+	  docker compose --env-file .env.example -f docker-compose.yaml config -q \
+	    && echo "compose-check: docker-compose.yaml is valid for Docker Compose $$(docker compose version --short)"; \
+	else \
+	  echo "compose-check: skipped: neither docker-compose nor 'docker compose' is installed (tests/test_compose.py still checks the file)"; \
+	fi
+
+compose-env:          ## write .env for docker-compose with generated secrets (keeps an existing .env)
+	@python3 scripts/compose-env
