@@ -16,6 +16,7 @@ import json
 import sys
 
 from streamrec.model import UpdateParams
+from streamrec.paramsets import parse_lineage_arg
 from streamrec.runs import exit_on_user_error, update_version
 from streamrec.schema import RatingScale
 from streamrec.spark import get_session
@@ -39,6 +40,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--version", help="version id to write (default: a fresh time-sortable id)")
     ap.add_argument("--scale", type=RatingScale.parse, default=RatingScale(), help="LOW:HIGH:STEP")
     ap.add_argument("--checkpoint-dir", help="Spark checkpoint directory")
+    ap.add_argument(
+        "--param-set", help="NAME@DIGEST of the parameter set used (lineage, streamrec.paramsets)"
+    )
     UpdateParams.add_arguments(ap)
     return ap.parse_args(argv)
 
@@ -54,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         params=UpdateParams.from_args(args),
         version=args.version,
         scale=args.scale,
+        param_set=parse_lineage_arg(args.param_set),
     )
     print(json.dumps(manifest, sort_keys=True))
     return 0
