@@ -210,3 +210,110 @@ def test_one_bootstrap_trial_and_one_replay_trial(spark):
     frozen = tuning.replay_trial(start, parts, UpdateParams(lr=0.0, passes=2), HALF_STAR)
     assert frozen["per_partition"]["p0"]["rmse"] == pytest.approx(res["per_partition"]["p0"]["rmse"])
     assert frozen["rmse"] != pytest.approx(res["rmse"])
+
+
+# ------------------------------------------------------------------------------------------------------------
+# plan and finish on a store (no Spark: versions written with pyarrow)
+# ------------------------------------------------------------------------------------------------------------
+def _lineage_store(root):
+    """v-boot (history) -> v-u1 (p1) -> v-u2 (p1, p2) -> v-u3 (p1..p3), v-u3 published."""
+    from streamrec.store import ModelArrays, ModelStore
+
+    store = ModelStore(root)
+    arrays = ModelArrays(3.5, 2, [1, 2], [0.0, 0.1], np.zeros((2, 2)), [10], [0.2], np.zeros((1, 2)), n=3)
+    hold = {"uri": "v", "fraction": 0.1, "seed": 7}
+    hist = store.bucket.spark_uri("ratings/history")
+    parts, parent = [], None
+    for k, name in enumerate(["v-boot", "v-u1", "v-u2", "v-u3"]):
+        if k:
+            parts = [*parts, f"p{k}"]
+        store.write_arrays(
+            arrays,
+            {
+                "kind": "bootstrap" if k == 0 else "update",
+                "parent": parent,
+                "partitions": parts,
+                "inputs": [hist] + [f"/in/p{j}.csv" for j in range(1, k + 1)],
+                "holdout": hold,
+                "params": {"scale": "0.5:5:0.5"},
+            },
+            name,
+        )
+        parent = name
+    store.publish("v-u3")
+    return store
+
+
+@pytest.mark.unit
+def test_plan_replays_the_last_partitions_from_their_ancestor(tmp_path):
+    store = _lineage_store(tmp_path)
+    paramsets.save(store.bucket, "tuned", {"update": {"lr": 0.5}})
+    p = tuning.make_plan(store.bucket, "run1", "both", 4, 9, 15, start_ts=1000.0, replay=2)
+    assert p["deadline"] == 1000.0 + 15 * 60
+    assert p["holdout"] == {"fraction": 0.1, "seed": 7}, "the lineage's hold-out is what the split removes"
+    assert p["bootstrap"]["inputs"][0].endswith("ratings/history") and len(p["bootstrap"]["inputs"]) == 4
+    u = p["update"]
+    assert [r["id"] for r in u["replay"]] == ["p2", "p3"]
+    assert [r["uri"] for r in u["replay"]] == ["/in/p2.csv", "/in/p3.csv"]
+    assert u["start_version"] == "v-u1", "the model the stream had before p2"
+    assert len(p["trials"]["bootstrap"]) == 4 and len(p["trials"]["update"]) == 4
+    assert p["trials"]["update"][0]["lr"] == 0.5, (
+        "the baseline is what the pipeline uses now (the stored set)"
+    )
+    assert store.bucket.read_json("reports/tuning/run1/plan.json")["run"] == "run1"
+    # replaying more partitions than there are: all of them, from the bootstrap
+    p = tuning.make_plan(store.bucket, "run2", "update", 2, 9, None, start_ts=0.0, replay=10)
+    assert p["update"]["start_version"] == "v-boot" and p["deadline"] is None and "bootstrap" not in p
+
+
+@pytest.mark.unit
+def test_plan_without_a_matching_ancestor_bootstraps_on_the_data_before(tmp_path):
+    store = _lineage_store(tmp_path)
+    m = store.read_manifest("v-u1")
+    store.bucket.write_json(
+        "models/versions/v-u1/manifest.json", {**m, "partitions": ["px"]}
+    )  # break the chain
+    p = tuning.make_plan(store.bucket, "run3", "update", 2, 1, 5, start_ts=0.0, replay=2)
+    assert p["update"]["start_version"] is None
+    hist = store.bucket.spark_uri("ratings/history")
+    assert p["update"]["start_inputs"] == [hist, "/in/p1.csv"], "history and p1: the data before p2, p3"
+    assert any("bootstrap on the data before" in n for n in p["notes"])
+
+
+@pytest.mark.unit
+def test_finish_chooses_reports_skipped_trials_and_stores_the_set(tmp_path):
+    store = _lineage_store(tmp_path)
+    b = store.bucket
+    p = tuning.make_plan(b, "run4", "bootstrap", 4, 3, 1, start_ts=0.0)
+    scores = {0: 0.91, 1: 0.88, 2: 0.95}  # trial 3 never ran (budget)
+    for k, rmse in scores.items():
+        values = p["trials"]["bootstrap"][k]
+        b.write_json(
+            tuning.trial_key("run4", "bootstrap", k),
+            {
+                "part": "bootstrap",
+                "index": k,
+                "params": values,
+                "rmse": rmse,
+                "mae": 0.7,
+                "n": 100,
+                "tuned": {n: values[n] for n in tuning.tuned_fields("bootstrap")},
+                "seconds": 1.0,
+            },
+        )
+    res = tuning.finish(b, "run4", "tuned", datetime(2026, 11, 26, tzinfo=UTC))
+    r = res["parts"]["bootstrap"]
+    assert r["chosen"]["index"] == 1 and r["not_run"] == [3] and r["finished"] == 3
+    assert r["improvement"] == pytest.approx(0.03)
+    stored = paramsets.load(b, "tuned")
+    chosen = {n: p["trials"]["bootstrap"][1][n] for n in tuning.tuned_fields("bootstrap")}
+    assert stored["bootstrap"] == chosen and stored["tuning"]["bootstrap"]["run"] == "run4"
+    hp, lin, _ = paramsets.resolve_in_bucket(b, "tuned", "bootstrap", {})
+    assert hp.rank == chosen["rank"] and lin["digest"] == stored["digests"]["bootstrap"]
+    html = b.read_text("reports/tuning/run4/index.html")
+    assert "<svg" in html and "http" not in html.replace("http://www.w3.org/2000/svg", "")
+    assert "not run" in html and b.exists("reports/tuning/run4/result.json")
+    # nothing finished: nothing stored, and the report says so
+    tuning.make_plan(b, "run5", "bootstrap", 2, 3, 1, start_ts=0.0)
+    res = tuning.finish(b, "run5", "other")
+    assert res["param_set"] is None and paramsets.load(b, "other") is None
