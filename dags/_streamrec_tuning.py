@@ -59,21 +59,21 @@ def hyper_params(fields: dict[str, tuple[str, str]], prefix: str = "") -> dict[s
 class BudgetedSparkSubmitOperator(SparkSubmitOperator):
     """``SparkSubmitOperator`` that skips when ``deadline`` (epoch seconds; None = no limit) has passed.
 
-    ``label`` names the trial in the UI (``map_index_template="{{ trial_label }}"``)."""
+    ``trial_label`` names the trial in the UI (``map_index_template="{{ trial_label }}"``)."""
 
-    def __init__(self, *, deadline: float | None = None, label: str = "", **kwargs) -> None:
+    def __init__(self, *, deadline: float | None = None, trial_label: str = "", **kwargs) -> None:
         super().__init__(**kwargs)
         self.deadline = deadline
-        self.label = label
+        self.trial_label = trial_label
 
     def execute(self, context):
         from airflow.sdk.exceptions import AirflowSkipException
 
         from streamrec.tuning import budget_allows
 
-        context["trial_label"] = self.label
+        context["trial_label"] = self.trial_label
         if not budget_allows(self.deadline):
-            raise AirflowSkipException(f"time budget exhausted: trial {self.label} not started")
+            raise AirflowSkipException(f"time budget exhausted: trial {self.trial_label} not started")
         return super().execute(context)
 
 

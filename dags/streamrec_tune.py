@@ -105,7 +105,7 @@ def streamrec_tune():
             for k, values in enumerate(p["trials"][part]):
                 label = f"{k}: " + " ".join(f"{n}={values[n]}" for n in tuning.tuned_fields(part))
                 argv = [part, *common, "--trial", str(k), *cls.from_dict(values).to_argv()]
-                out.append({"application_args": argv, "deadline": p["deadline"], "label": label})
+                out.append({"application_args": argv, "deadline": p["deadline"], "trial_label": label})
             return out
 
         boot, upd = specs("bootstrap"), specs("update")
