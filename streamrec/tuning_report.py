@@ -95,6 +95,10 @@ def score_svg(trials: list[dict], chosen: int | None, label: str, width: int = 7
     return "\n".join(out)
 
 
+def _budget(minutes: Any) -> str:
+    return f"{minutes:g} min" if isinstance(minutes, int | float) and minutes > 0 else "no limit"
+
+
 def _params_cell(d: dict | None) -> str:
     if not d:
         return "<td>\u2014</td>"
@@ -124,7 +128,7 @@ def _part_html(part: str, p: dict[str, Any]) -> list[str]:
         mark = " \u2190 chosen" if chosen and t["index"] == chosen["index"] else ""
         body.append(
             f"<tr><td>{t['index']}{_e(mark)}</td>{_params_cell(t.get('tuned'))}{_cell(t.get('rmse'))}"
-            f"{_cell(t.get('mae'))}{_cell(t.get('n'))}{_cell(t.get('seconds'))}</tr>"
+            f'{_cell(t.get("mae"))}{_cell(t.get("n"))}<td class="num">{_num(t.get("seconds"), 1)}</td></tr>'
         )
     body.append("</table>")
     return body
@@ -139,7 +143,7 @@ def write(bucket: Bucket, run: str, result: dict) -> str:
         '<p><a href="../../index.html">\u2190 all versions</a></p>',
         f"<h1>Tuning run <code>{_e(run)}</code></h1>",
         f'<p class="muted">Finished {_e(result.get("finished_at"))}. Current model <code>{_e(plan.get("current"))}'
-        f"</code>; budget {_e(plan.get('budget_minutes'))} min; seed {_e(plan.get('seed'))}; "
+        f"</code>; budget {_e(_budget(plan.get('budget_minutes')))}; seed {_e(plan.get('seed'))}; "
         f"tuning split {_e(plan.get('fraction'))} of the accepted rows (the store's validation rows excluded).</p>",
     ]
     for note in plan.get("notes") or []:
