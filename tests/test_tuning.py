@@ -317,3 +317,20 @@ def test_finish_chooses_reports_skipped_trials_and_stores_the_set(tmp_path):
     tuning.make_plan(b, "run5", "bootstrap", 2, 3, 1, start_ts=0.0)
     res = tuning.finish(b, "run5", "other")
     assert res["param_set"] is None and paramsets.load(b, "other") is None
+
+
+@pytest.mark.unit
+def test_update_manifest_lineage_keeps_the_bootstrap_entry_and_replaces_the_update_entry():
+    from streamrec.runs import _param_set_lineage
+
+    boot = {"name": "tuned", "digest": "aaa"}
+    base = {
+        "bootstrap": {"rank": 5},
+        "param_set": {"bootstrap": boot, "update": {"name": "old", "digest": "x"}},
+    }
+    new = _param_set_lineage(dict(base), {"name": "tuned", "digest": "bbb"})
+    assert new["param_set"] == {"bootstrap": boot, "update": {"name": "tuned", "digest": "bbb"}}
+    assert _param_set_lineage(dict(base), None)["param_set"] == {"bootstrap": boot}, (
+        "stale update entry dropped"
+    )
+    assert "param_set" not in _param_set_lineage({"bootstrap": {"rank": 5}}, None)
