@@ -16,6 +16,11 @@ Triggered by hand (**Trigger** → the form below). Steps:
    **reject** (the candidate stays under `models/versions/` with status `rejected`; the run fails).
 6. **report**: `reports/gates/<version>.html` and the index `reports/index.html` (paths in the task log).
 
+Hyper-parameters left empty in the form come from the parameter set named `param_set` (default `tuned`,
+`params/tuned.json` in the bucket, written by `streamrec_tune`), else from the built-in defaults
+(`streamrec.model.BootstrapParams`); a value typed in the form always wins. The manifest records the set's name
+and digest under `params.param_set.bootstrap`.
+
 Publishing a bootstrap starts a new lineage: partitions in `ratings/incoming/` that it does not hold are applied
 on top of it by `streamrec_update`. The bucket is `$STREAMREC_BUCKET` (default `<repo>/var/bucket`).
 """
@@ -25,6 +30,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from _streamrec_common import DEFAULT_ARGS, evaluate_args, gate_and_publish, spark_job
+from _streamrec_tuning import BOOTSTRAP_FIELDS, hyper_params
 from airflow.sdk import Param, dag, task
 
 
@@ -38,11 +44,8 @@ from airflow.sdk import Param, dag, task
     tags=["streamrec", "spark", "model"],
     doc_md=__doc__,
     params={
-        "rank": Param(50, type="integer", minimum=1, description="ALS rank (latent factors)"),
-        "iterations": Param(10, type="integer", minimum=1, description="ALS iterations"),
-        "reg": Param(0.1, type="number", minimum=0, description="ALS regParam λ (scaled per entity count)"),
-        "reg_user": Param(5.0, type="number", minimum=0, description="shrinkage of the user biases"),
-        "reg_item": Param(5.0, type="number", minimum=0, description="shrinkage of the item biases"),
+        # tuning: hyper-parameters default to null = from the parameter set, else built-in (streamrec.paramsets)
+        **hyper_params(BOOTSTRAP_FIELDS),
         "seed": Param(42, type="integer", description="ALS seed: same data + same seed = same model"),
         "holdout_fraction": Param(
             0.1,
@@ -65,9 +68,8 @@ def streamrec_bootstrap():
     def validate_history(params=None, dag_run=None) -> dict:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from streamrec import pipeline
+        from streamrec import paramsets, pipeline
         from streamrec.contract import check_partition
-        from streamrec.model import BootstrapParams
         from streamrec.schema import RatingScale
 
         bucket, store = pipeline.open_bucket()
@@ -77,9 +79,14 @@ def streamrec_bootstrap():
         if not check.ok:
             raise AirflowFailException(f"ratings history fails the data contract: {check.reason}")
         version = pipeline.version_id("boot", dag_run.run_id, dag_run.run_after)
-        hp = BootstrapParams.from_dict(
-            {k: params[k] for k in ("rank", "iterations", "reg", "reg_user", "reg_item", "seed")}
+        # tuning: explicit form value > stored parameter set > built-in default
+        hp, lineage, sources = paramsets.resolve_in_bucket(
+            bucket,
+            params.get("param_set"),
+            "bootstrap",
+            {k: params.get(k) for k in (*BOOTSTRAP_FIELDS, "seed")},
         )
+        print(f"parameters {hp} from {sources}; parameter set {lineage}")
         current = store.current()
         argv = [
             "--bucket",
@@ -97,6 +104,7 @@ def streamrec_bootstrap():
             "--holdout-seed",
             str(params["seed"]),
             *hp.to_argv(),
+            *paramsets.lineage_argv(lineage),
         ]
         return {
             "bucket": pipeline.bucket_uri(),

@@ -42,6 +42,10 @@ Spark application: one JVM start-up per partition instead of two, the largest sh
 `rmse_ceiling` → publish (pointer, then the `streamrec_model` Asset event `{version, rmse}`) or reject →
 `reports/gates/<version>.html` + `reports/index.html`.
 
+**Hyper-parameters** (γ, λ, passes, ...) left empty come from the parameter set named `param_set` (default
+`tuned`, `params/tuned.json`, written by `streamrec_tune`), else the built-in defaults (`UpdateParams`); a value
+given in the run's conf wins. The manifest records the set under `params.param_set.update`.
+
 **Rejected partitions** do not vanish: the candidate stays in `models/versions/<version>/` with status
 `rejected`, its gate report and `new_partitions: [id]`; the index lists it. The partition is not retried by
 itself. To re-queue it (e.g. after tuning or a retrain), trigger this DAG with
@@ -55,6 +59,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from _streamrec_common import DEFAULT_ARGS, gate_and_publish, spark_job
+from _streamrec_tuning import UPDATE_FIELDS, hyper_params
 from airflow.sdk import Param, dag, task
 
 
@@ -83,6 +88,8 @@ from airflow.sdk import Param, dag, task
             description="partition ids held by rejected candidates to offer again",
         ),
         "build_docs": Param(True, type="boolean", description="build GX Data Docs for every partition"),
+        # tuning: hyper-parameters default to null = from the parameter set, else built-in (streamrec.paramsets)
+        **hyper_params(UPDATE_FIELDS),
     },
 )
 def streamrec_update():
@@ -132,6 +139,14 @@ def streamrec_update():
             sel["scale"],
             "--evaluate",
         ]
+        # tuning: explicit form value > stored parameter set > built-in default
+        from streamrec import paramsets
+
+        hp, lineage, sources = paramsets.resolve_in_bucket(
+            bucket, params.get("param_set"), "update", {k: params.get(k) for k in UPDATE_FIELDS}
+        )
+        print(f"parameters {hp} from {sources}; parameter set {lineage}")
+        argv += [*hp.to_argv(), *paramsets.lineage_argv(lineage)]
         return {
             "bucket": pipeline.bucket_uri(),
             "version": version,

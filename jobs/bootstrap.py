@@ -13,6 +13,7 @@ import json
 import sys
 
 from streamrec.model import BootstrapParams
+from streamrec.paramsets import parse_lineage_arg
 from streamrec.runs import Holdout, bootstrap_version, exit_on_user_error
 from streamrec.schema import RatingScale
 from streamrec.spark import get_session
@@ -33,6 +34,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     )
     ap.add_argument("--holdout-seed", type=int, default=42)
     ap.add_argument("--validation-uri", help="where held-out rows go (default: BUCKET/validation)")
+    ap.add_argument(
+        "--param-set", help="NAME@DIGEST of the parameter set used (lineage, streamrec.paramsets)"
+    )
     BootstrapParams.add_arguments(ap)
     return ap.parse_args(argv)
 
@@ -55,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         kind=args.kind,
         partitions=args.partition_id,
         holdout=holdout,
+        param_set=parse_lineage_arg(args.param_set),
     )
     print(json.dumps(manifest, sort_keys=True))
     return 0

@@ -18,6 +18,7 @@ import json
 import sys
 
 from streamrec.model import UpdateParams
+from streamrec.paramsets import parse_lineage_arg
 from streamrec.runs import evaluate_version, exit_on_user_error, update_version
 from streamrec.schema import RatingScale
 from streamrec.spark import get_session
@@ -44,6 +45,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument(
         "--evaluate", action="store_true", help="also evaluate the candidate on its validation set"
     )
+    ap.add_argument(
+        "--param-set", help="NAME@DIGEST of the parameter set used (lineage, streamrec.paramsets)"
+    )
     UpdateParams.add_arguments(ap)
     return ap.parse_args(argv)
 
@@ -60,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         params=UpdateParams.from_args(args),
         version=args.version,
         scale=args.scale,
+        param_set=parse_lineage_arg(args.param_set),
     )
     if args.evaluate:
         metrics = evaluate_version(spark, store, manifest["version"], scale=args.scale, model=model)

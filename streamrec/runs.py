@@ -77,10 +77,12 @@ def bootstrap_version(
     partitions: Sequence[str] = (),
     extra: dict | None = None,
     holdout: Holdout | None = None,
+    param_set: dict | None = None,
 ) -> dict:
     """Fit a model on the ``ratings`` URIs and write it as a candidate version. Returns its manifest.
 
     With ``holdout``, its share of the ratings is written to the validation area and not trained on.
+    ``param_set`` (``{"name", "digest"}``, see ``streamrec.paramsets``) is recorded as the lineage of ``params``.
     """
     p = params or BootstrapParams()
     t0 = time.perf_counter()
@@ -92,7 +94,11 @@ def bootstrap_version(
         {
             "kind": kind,
             "parent": None,
-            "params": {"bootstrap": p.as_dict(), "scale": str(scale)},
+            "params": {
+                "bootstrap": p.as_dict(),
+                "scale": str(scale),
+                **({"param_set": {"bootstrap": param_set}} if param_set else {}),  # tuning lineage
+            },
             "partitions": list(partitions),
             "inputs": list(ratings),
             "validation": validation,
@@ -114,11 +120,14 @@ def update_version(
     version: str | None = None,
     scale: RatingScale = HALF_STAR,
     model: FactorModel | None = None,
+    param_set: dict | None = None,
 ) -> tuple[dict, FactorModel]:
     """Fold ``partitions`` (``(partition_id, uri)`` pairs, in order) into ``base`` (default: the current version).
 
     Refuses (``AlreadyApplied``) a partition id already in the base's lineage. Records the prequential metrics
     of each partition (the model before absorbing it). ``model`` may pass the base already loaded (benchmarks).
+    ``param_set`` (``{"name", "digest"}``) is recorded as ``params.param_set.update`` (the base's bootstrap entry
+    is inherited).
     Returns the new candidate manifest and the updated model.
     """
     p = params or UpdateParams()
@@ -153,7 +162,9 @@ def update_version(
         {
             "kind": "update",
             "parent": base,
-            "params": {**base_manifest.get("params", {}), "update": p.as_dict(), "scale": str(scale)},
+            "params": _param_set_lineage(  # tuning lineage (streamrec.paramsets)
+                {**base_manifest.get("params", {}), "update": p.as_dict(), "scale": str(scale)}, param_set
+            ),
             "partitions": list(base_manifest.get("partitions", [])) + ids,
             "inputs": list(base_manifest.get("inputs", [])) + [uri for _, uri in partitions],
             "validation": validation,
@@ -163,6 +174,15 @@ def update_version(
         version,
     )
     return store.read_manifest(vid), current
+
+
+def _param_set_lineage(params: dict, param_set: dict | None) -> dict:
+    """An update's ``params``: the base's ``param_set`` entries, with ``update`` replaced by this one's."""
+    sets = dict(params.pop("param_set", None) or {})
+    sets.pop("update", None)
+    if param_set:
+        sets["update"] = param_set
+    return {**params, "param_set": sets} if sets else params
 
 
 def evaluate_version(

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parent.parent
 DAGS = REPO / "dags"
-EXPECTED = {"streamrec_bootstrap", "streamrec_update", "streamrec_retrain"}
+EXPECTED = {"streamrec_bootstrap", "streamrec_update", "streamrec_retrain", "streamrec_tune"}
 HEAVY = ("pyspark", "great_expectations", "pandas", "streamrec", "numpy", "pyarrow")
 
 _PARSE = r"""
@@ -38,6 +38,7 @@ for dag_id, d in bag.dags.items():
         "max_active_runs": d.max_active_runs,
         "default_retries": (d.default_args or {}).get("retries"),
         "params": sorted(d.params.keys()),
+        "param_defaults": {k: d.params[k] for k in d.params.keys()},
         "tasks": {
             t.task_id: {
                 "retries": t.retries,
@@ -46,6 +47,11 @@ for dag_id, d in bag.dags.items():
                 "outlets": [getattr(o, "name", None) for o in t.outlets],
                 "conn_id": getattr(t, "_conn_id", None),
                 "conf": getattr(t, "conf", None),
+                "max_active_tis_per_dag": getattr(t, "max_active_tis_per_dag", None),
+                "partial_kwargs": {
+                    k: v for k, v in (getattr(t, "partial_kwargs", None) or {}).items()
+                    if k in ("conn_id", "application", "conf")
+                },
             }
             for t in d.tasks
         },
@@ -109,6 +115,7 @@ def test_spark_jobs_use_the_connection_and_our_python(parsed):
         ("streamrec_update", "update"),
         ("streamrec_retrain", "retrain"),
         ("streamrec_retrain", "evaluate"),
+        ("streamrec_tune", "prepare"),
     }
     for _, _, t in spark_tasks:
         assert t["conn_id"] == "spark_default"
@@ -134,7 +141,9 @@ def test_wiring(parsed):
     # the update job evaluates its candidate itself (--evaluate): one JVM start-up per partition
     assert "evaluate" not in upd
     assert "update" in upd["gate"]["upstream"]
-    for d in parsed["dags"].values():
+    for dag_id, d in parsed["dags"].items():
+        if dag_id == "streamrec_tune":  # publishes no model
+            continue
         assert d["tasks"]["publish"]["outlets"] == ["streamrec_model"]
         assert d["tasks"]["reject"]["outlets"] == []
     assert set(parsed["dags"]["streamrec_bootstrap"]["params"]) >= {
@@ -162,3 +171,51 @@ def test_bootstrap_flags_are_the_jobs_flags():
     hp = BootstrapParams(rank=7, iterations=3, reg=0.2, reg_user=3.0, reg_item=4.0, seed=9)
     ns = job.parse(["--bucket", "b", "--ratings", "r", *hp.to_argv()])
     assert BootstrapParams.from_args(ns) == hp
+
+
+def test_tuning_dag_maps_trials_one_at_a_time(parsed):
+    d = parsed["dags"]["streamrec_tune"]
+    tasks = d["tasks"]
+    for tid in ("bootstrap_trial", "update_trial"):
+        t = tasks[tid]
+        assert t["type"] == "MappedOperator", "each trial is its own task instance in the UI"
+        assert t["max_active_tis_per_dag"] in (1, 2), "2 cores: one or two trials at a time"
+        assert t["partial_kwargs"]["conn_id"] == "spark_default"
+        assert t["partial_kwargs"]["application"].endswith("jobs/tune_trial.py")
+        assert t["partial_kwargs"]["conf"]["spark.pyspark.python"]
+        assert "prepare" in t["upstream"]
+    assert {"bootstrap_trial", "update_trial", "plan"} <= set(tasks["finish"]["upstream"])
+    assert tasks["prepare"]["upstream"] == ["plan"]
+    assert {"trials", "budget_minutes", "seed", "part", "param_set"} <= set(d["params"])
+    assert "NullTimetable" in d["schedule"]
+
+
+@pytest.mark.parametrize(
+    ("dag_id", "fields"),
+    [
+        ("streamrec_bootstrap", ["rank", "iterations", "reg", "reg_user", "reg_item"]),
+        ("streamrec_update", ["lr", "reg", "reg_factors", "passes", "decay", "prior_weight", "fold_in_reg"]),
+    ],
+)
+def test_hyper_parameters_default_to_the_parameter_set(parsed, dag_id, fields):
+    """null = "not given": the stored parameter set, else the built-in default (streamrec.paramsets)."""
+    defaults = parsed["dags"][dag_id]["param_defaults"]
+    assert all(defaults[f] is None for f in fields), {f: defaults[f] for f in fields}
+    assert defaults["param_set"] == "tuned"
+
+
+def test_tune_trial_flags_are_the_jobs_flags():
+    """The argv the tuning DAG builds for a trial parses with jobs/tune_trial.py's own parser."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_streamrec_job_tune", REPO / "jobs" / "tune_trial.py")
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    from streamrec.model import BootstrapParams, UpdateParams
+
+    hp = BootstrapParams(rank=7, iterations=3, reg=0.2)
+    ns = job.parse(["bootstrap", "--bucket", "b", "--run", "r", "--trial", "2", *hp.to_argv()])
+    assert BootstrapParams.from_args(ns) == hp and ns.trial == 2
+    up = UpdateParams(lr=0.3, passes=2, decay=0.7, reg=1.5)
+    ns = job.parse(["update", "--bucket", "b", "--run", "r", "--trial", "1", *up.to_argv()])
+    assert UpdateParams.from_args(ns) == up

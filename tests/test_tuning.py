@@ -1,0 +1,336 @@
+"""Tuning: search-space sampling, the tuning split (no leakage of the store's validation rows), the budget,
+parameter-set resolution (explicit > stored set > built-in default), and one bootstrap and one update-replay
+trial on a real Spark session with small generated data."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+
+from streamrec import paramsets, tuning
+from streamrec.bucket import Bucket
+from streamrec.model import BootstrapParams, UpdateParams
+
+
+# ------------------------------------------------------------------------------------------------------------
+# sampling
+# ------------------------------------------------------------------------------------------------------------
+@pytest.mark.unit
+@pytest.mark.parametrize("part", ["bootstrap", "update"])
+def test_trials_are_baseline_then_draws_inside_the_space(part):
+    cls = BootstrapParams if part == "bootstrap" else UpdateParams
+    base = cls().as_dict()
+    trials = tuning.sample_trials(part, 30, seed=3, baseline=base)
+    assert len(trials) == 30
+    assert trials[0] == base, "trial 0 is the baseline, unchanged"
+    dims = {d.name: d for d in tuning.SPACES[part]}
+    for t in trials[1:]:
+        cls.from_dict(t)  # every draw is a valid parameter set
+        for name, d in dims.items():
+            assert d.contains(t[name]), (name, t[name])
+            if d.integer or d.choices:
+                assert isinstance(t[name], int)
+        # fields outside the space keep the baseline value
+        assert {k: v for k, v in t.items() if k not in dims} == {
+            k: v for k, v in base.items() if k not in dims
+        }
+    sigs = {tuple(t[k] for k in dims) for t in trials}
+    assert len(sigs) == 30, "no trial repeats another"
+
+
+@pytest.mark.unit
+def test_sampling_is_deterministic_per_seed_and_covers_the_range():
+    base = UpdateParams().as_dict()
+    a = tuning.sample_trials("update", 200, seed=11, baseline=base)
+    assert a == tuning.sample_trials("update", 200, seed=11, baseline=base)
+    assert a != tuning.sample_trials("update", 200, seed=12, baseline=base)
+    regs = np.array([t["reg"] for t in a[1:]])
+    # log-uniform on [0.5, 50]: about half the draws below the geometric midpoint 5
+    assert 0.35 < np.mean(regs < 5.0) < 0.65
+    assert regs.min() >= 0.5 and regs.max() <= 50.0
+    passes = {t["passes"] for t in a}
+    assert passes == set(range(1, 11)), "every integer in [1, 10] is reachable, both ends included"
+
+
+@pytest.mark.unit
+def test_choose_lowest_score_ties_to_lower_index_and_ignores_missing():
+    trials = [
+        {"index": 0, "rmse": 0.90},
+        {"index": 1, "rmse": None},
+        {"index": 2, "rmse": 0.85},
+        {"index": 3, "rmse": float("nan")},
+        {"index": 4, "rmse": 0.85},
+    ]
+    assert tuning.choose(trials)["index"] == 2
+    assert tuning.choose([{"index": 0, "rmse": None}]) is None
+
+
+# ------------------------------------------------------------------------------------------------------------
+# budget
+# ------------------------------------------------------------------------------------------------------------
+@pytest.mark.unit
+def test_budget():
+    assert tuning.deadline(1000.0, None) is None and tuning.deadline(1000.0, 0) is None
+    d = tuning.deadline(1000.0, 2.5)
+    assert d == 1150.0
+    assert tuning.budget_allows(d, now=1149.9)
+    assert not tuning.budget_allows(d, now=1150.0), "at the deadline no new trial starts"
+    assert tuning.budget_allows(None, now=1e12)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# parameter sets
+# ------------------------------------------------------------------------------------------------------------
+@pytest.mark.unit
+def test_resolution_explicit_beats_set_beats_default(tmp_path):
+    b = Bucket.from_uri(tmp_path)
+    assert paramsets.load(b, "tuned") is None, "no set stored yet"
+    p, lin, src = paramsets.resolve_in_bucket(b, "tuned", "bootstrap", {"rank": None, "reg": 0.3})
+    assert p == BootstrapParams(reg=0.3) and lin is None
+    assert src["reg"] == "explicit" and src["rank"] == "default"
+
+    doc = paramsets.save(
+        b,
+        "tuned",
+        {"bootstrap": {"rank": 20, "reg": 0.05, "iterations": 12}},
+        {"bootstrap": {"run": "r1"}},
+        datetime(2026, 11, 26, tzinfo=UTC),
+    )
+    assert b.exists("params/tuned.json") and doc["digest"]
+    p, lin, src = paramsets.resolve_in_bucket(
+        b, "tuned", "bootstrap", {"rank": None, "reg": 0.3, "seed": None}
+    )
+    assert p == BootstrapParams(rank=20, reg=0.3, iterations=12)
+    assert src == {**src, "rank": "set", "reg": "explicit", "iterations": "set", "reg_user": "default"}
+    assert lin == {
+        "name": "tuned",
+        "digest": paramsets.digest({"rank": 20, "reg": 0.05, "iterations": 12}),
+        "overridden": ["reg"],
+    }
+    # "no set" names give the built-in defaults
+    for none in ("", "none", None):
+        p, lin, _ = paramsets.resolve_in_bucket(b, none, "bootstrap", {})
+        assert p == BootstrapParams() and lin is None
+    # every field given: the set is not used, so it is not in the lineage
+    given = {f: v for f, v in BootstrapParams(rank=7).as_dict().items()}
+    p, lin, _ = paramsets.resolve_in_bucket(b, "tuned", "bootstrap", given)
+    assert p.rank == 7 and lin is None
+
+
+@pytest.mark.unit
+def test_save_merges_parts_and_validates(tmp_path):
+    b = Bucket.from_uri(tmp_path)
+    paramsets.save(b, "tuned", {"bootstrap": {"rank": 20}})
+    doc = paramsets.save(b, "tuned", {"update": {"lr": 0.5, "passes": 3}})
+    assert doc["bootstrap"] == {"rank": 20} and doc["update"] == {"lr": 0.5, "passes": 3}
+    assert set(doc["digests"]) == {"bootstrap", "update"}
+    p, _, _ = paramsets.resolve_in_bucket(b, "tuned", "update", {})
+    assert p == UpdateParams(lr=0.5, passes=3)
+    with pytest.raises(ValueError, match="unknown"):
+        paramsets.save(b, "tuned", {"update": {"learning_rate": 0.5}})
+    with pytest.raises(ValueError, match="lr"):
+        paramsets.save(b, "tuned", {"update": {"lr": 3.0}})
+    with pytest.raises(ValueError, match="invalid parameter set name"):
+        paramsets.save(b, "../x", {"update": {"lr": 0.5}})
+    assert paramsets.parse_lineage_arg("tuned@abc") == {"name": "tuned", "digest": "abc"}
+    assert paramsets.lineage_argv({"name": "tuned", "digest": "abc"}) == ["--param-set", "tuned@abc"]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Spark: the split and one trial of each kind
+# ------------------------------------------------------------------------------------------------------------
+def _synth(spark, n_ratings=6000, seed=5):
+    from streamrec.schema import RATINGS_SCHEMA
+    from streamrec.synth import SynthConfig, generate_frame
+
+    pdf = generate_frame(SynthConfig(n_users=150, n_items=200, n_ratings=n_ratings, seed=seed))
+    pdf = pdf.rename(columns={"timestamp": "ts"})
+    pdf["ts"] = pdf["ts"].astype("int64")
+    return pdf, spark.createDataFrame(pdf[["user", "item", "rating", "ts"]], RATINGS_SCHEMA)
+
+
+@pytest.mark.spark
+def test_tuning_split_never_uses_the_stores_validation_rows(spark):
+    from streamrec import split
+
+    pdf, df = _synth(spark)
+    holdout = {"fraction": 0.1, "seed": 42}
+    _, store_val = split.split(df, 0.1, 42)
+    # same seed as the store's split on purpose: the salt still gives a non-empty, independent split
+    fit, score = tuning.tuning_split(df, 0.2, 42, holdout)
+    key = ["user", "item"]
+    v = {tuple(r) for r in store_val.select(*key).collect()}
+    f = {tuple(r) for r in fit.select(*key).collect()}
+    s = {tuple(r) for r in score.select(*key).collect()}
+    assert v and f and s
+    assert not (v & f) and not (v & s), "the store's validation rows neither fit nor score a trial"
+    assert not (f & s), "fit and score rows are disjoint"
+    assert len(f) + len(s) + len(v) == len({tuple(x) for x in pdf[key].to_numpy()})
+    assert 0.15 < len(s) / (len(s) + len(f)) < 0.25
+    again = {tuple(r) for r in tuning.tuning_split(df, 0.2, 42, holdout)[1].select(*key).collect()}
+    assert again == s, "deterministic"
+
+
+@pytest.mark.spark
+def test_one_bootstrap_trial_and_one_replay_trial(spark):
+    from streamrec import bootstrap
+    from streamrec.schema import HALF_STAR
+
+    pdf, df = _synth(spark)
+    fit, score = tuning.tuning_split(df, 0.2, 1, {"fraction": 0.1, "seed": 42})
+    good = tuning.bootstrap_trial(fit, score, BootstrapParams(rank=4, iterations=5, reg=0.1), HALF_STAR)
+    assert good["n"] == score.count() > 0 and 0.3 < good["rmse"] < 1.5
+    # an absurd λ flattens the factors: the search must be able to see the difference
+    flat = tuning.bootstrap_trial(fit, score, BootstrapParams(rank=4, iterations=5, reg=50.0), HALF_STAR)
+    assert flat["rmse"] > good["rmse"]
+
+    order = pdf.sort_values("ts", kind="stable")
+    cut = int(len(order) * 0.6)
+    from streamrec.schema import RATINGS_SCHEMA
+
+    start = bootstrap.fit(
+        spark.createDataFrame(order.iloc[:cut][["user", "item", "rating", "ts"]], RATINGS_SCHEMA),
+        BootstrapParams(rank=4, iterations=5),
+    )
+    parts = []
+    for k, lo in enumerate(range(cut, len(order), 800)):
+        chunk = order.iloc[lo : lo + 800][["user", "item", "rating", "ts"]]
+        parts.append((f"p{k}", spark.createDataFrame(chunk, RATINGS_SCHEMA)))
+    parts = parts[:3]
+    res = tuning.replay_trial(start, parts, UpdateParams(passes=2), HALF_STAR)
+    assert list(res["per_partition"]) == ["p0", "p1", "p2"]
+    assert res["n"] == sum(p.count() for _, p in parts)
+    pooled = math.sqrt(sum(v["n"] * v["rmse"] ** 2 for v in res["per_partition"].values()) / res["n"])
+    assert res["rmse"] == pytest.approx(pooled)
+    # lr 0 absorbs nothing into the old entities: the first partition's prediction is the same, and later
+    # partitions are predicted by a model that learnt less
+    frozen = tuning.replay_trial(start, parts, UpdateParams(lr=0.0, passes=2), HALF_STAR)
+    assert frozen["per_partition"]["p0"]["rmse"] == pytest.approx(res["per_partition"]["p0"]["rmse"])
+    assert frozen["rmse"] != pytest.approx(res["rmse"])
+
+
+# ------------------------------------------------------------------------------------------------------------
+# plan and finish on a store (no Spark: versions written with pyarrow)
+# ------------------------------------------------------------------------------------------------------------
+def _lineage_store(root):
+    """v-boot (history) -> v-u1 (p1) -> v-u2 (p1, p2) -> v-u3 (p1..p3), v-u3 published."""
+    from streamrec.store import ModelArrays, ModelStore
+
+    store = ModelStore(root)
+    arrays = ModelArrays(3.5, 2, [1, 2], [0.0, 0.1], np.zeros((2, 2)), [10], [0.2], np.zeros((1, 2)), n=3)
+    hold = {"uri": "v", "fraction": 0.1, "seed": 7}
+    hist = store.bucket.spark_uri("ratings/history")
+    parts, parent = [], None
+    for k, name in enumerate(["v-boot", "v-u1", "v-u2", "v-u3"]):
+        if k:
+            parts = [*parts, f"p{k}"]
+        store.write_arrays(
+            arrays,
+            {
+                "kind": "bootstrap" if k == 0 else "update",
+                "parent": parent,
+                "partitions": parts,
+                "inputs": [hist] + [f"/in/p{j}.csv" for j in range(1, k + 1)],
+                "holdout": hold,
+                "params": {"scale": "0.5:5:0.5"},
+            },
+            name,
+        )
+        parent = name
+    store.publish("v-u3")
+    return store
+
+
+@pytest.mark.unit
+def test_plan_replays_the_last_partitions_from_their_ancestor(tmp_path):
+    store = _lineage_store(tmp_path)
+    paramsets.save(store.bucket, "tuned", {"update": {"lr": 0.5}})
+    p = tuning.make_plan(store.bucket, "run1", "both", 4, 9, 15, start_ts=1000.0, replay=2)
+    assert p["deadline"] == 1000.0 + 15 * 60
+    assert p["holdout"] == {"fraction": 0.1, "seed": 7}, "the lineage's hold-out is what the split removes"
+    assert p["bootstrap"]["inputs"][0].endswith("ratings/history") and len(p["bootstrap"]["inputs"]) == 4
+    u = p["update"]
+    assert [r["id"] for r in u["replay"]] == ["p2", "p3"]
+    assert [r["uri"] for r in u["replay"]] == ["/in/p2.csv", "/in/p3.csv"]
+    assert u["start_version"] == "v-u1", "the model the stream had before p2"
+    assert len(p["trials"]["bootstrap"]) == 4 and len(p["trials"]["update"]) == 4
+    assert p["trials"]["update"][0]["lr"] == 0.5, (
+        "the baseline is what the pipeline uses now (the stored set)"
+    )
+    assert store.bucket.read_json("reports/tuning/run1/plan.json")["run"] == "run1"
+    # replaying more partitions than there are: all of them, from the bootstrap
+    p = tuning.make_plan(store.bucket, "run2", "update", 2, 9, None, start_ts=0.0, replay=10)
+    assert p["update"]["start_version"] == "v-boot" and p["deadline"] is None and "bootstrap" not in p
+
+
+@pytest.mark.unit
+def test_plan_without_a_matching_ancestor_bootstraps_on_the_data_before(tmp_path):
+    store = _lineage_store(tmp_path)
+    m = store.read_manifest("v-u1")
+    store.bucket.write_json(
+        "models/versions/v-u1/manifest.json", {**m, "partitions": ["px"]}
+    )  # break the chain
+    p = tuning.make_plan(store.bucket, "run3", "update", 2, 1, 5, start_ts=0.0, replay=2)
+    assert p["update"]["start_version"] is None
+    hist = store.bucket.spark_uri("ratings/history")
+    assert p["update"]["start_inputs"] == [hist, "/in/p1.csv"], "history and p1: the data before p2, p3"
+    assert any("bootstrap on the data before" in n for n in p["notes"])
+
+
+@pytest.mark.unit
+def test_finish_chooses_reports_skipped_trials_and_stores_the_set(tmp_path):
+    store = _lineage_store(tmp_path)
+    b = store.bucket
+    p = tuning.make_plan(b, "run4", "bootstrap", 4, 3, 1, start_ts=0.0)
+    scores = {0: 0.91, 1: 0.88, 2: 0.95}  # trial 3 never ran (budget)
+    for k, rmse in scores.items():
+        values = p["trials"]["bootstrap"][k]
+        b.write_json(
+            tuning.trial_key("run4", "bootstrap", k),
+            {
+                "part": "bootstrap",
+                "index": k,
+                "params": values,
+                "rmse": rmse,
+                "mae": 0.7,
+                "n": 100,
+                "tuned": {n: values[n] for n in tuning.tuned_fields("bootstrap")},
+                "seconds": 1.0,
+            },
+        )
+    res = tuning.finish(b, "run4", "tuned", datetime(2026, 11, 26, tzinfo=UTC))
+    r = res["parts"]["bootstrap"]
+    assert r["chosen"]["index"] == 1 and r["not_run"] == [3] and r["finished"] == 3
+    assert r["improvement"] == pytest.approx(0.03)
+    stored = paramsets.load(b, "tuned")
+    chosen = {n: p["trials"]["bootstrap"][1][n] for n in tuning.tuned_fields("bootstrap")}
+    assert stored["bootstrap"] == chosen and stored["tuning"]["bootstrap"]["run"] == "run4"
+    hp, lin, _ = paramsets.resolve_in_bucket(b, "tuned", "bootstrap", {})
+    assert hp.rank == chosen["rank"] and lin["digest"] == stored["digests"]["bootstrap"]
+    html = b.read_text("reports/tuning/run4/index.html")
+    assert "<svg" in html and "http" not in html.replace("http://www.w3.org/2000/svg", "")
+    assert "not run" in html and b.exists("reports/tuning/run4/result.json")
+    # nothing finished: nothing stored, and the report says so
+    tuning.make_plan(b, "run5", "bootstrap", 2, 3, 1, start_ts=0.0)
+    res = tuning.finish(b, "run5", "other")
+    assert res["param_set"] is None and paramsets.load(b, "other") is None
+
+
+@pytest.mark.unit
+def test_update_manifest_lineage_keeps_the_bootstrap_entry_and_replaces_the_update_entry():
+    from streamrec.runs import _param_set_lineage
+
+    boot = {"name": "tuned", "digest": "aaa"}
+    base = {
+        "bootstrap": {"rank": 5},
+        "param_set": {"bootstrap": boot, "update": {"name": "old", "digest": "x"}},
+    }
+    new = _param_set_lineage(dict(base), {"name": "tuned", "digest": "bbb"})
+    assert new["param_set"] == {"bootstrap": boot, "update": {"name": "tuned", "digest": "bbb"}}
+    assert _param_set_lineage(dict(base), None)["param_set"] == {"bootstrap": boot}, (
+        "stale update entry dropped"
+    )
+    assert "param_set" not in _param_set_lineage({"bootstrap": {"rank": 5}}, None)
