@@ -3,8 +3,8 @@
 
 Triggered by hand. Reads the *current* model's manifest: its `inputs` (the history plus every applied
 partition, in order) and its `partitions` (their ids), and fits a fresh model on them with `jobs/bootstrap.py
---kind retrain` (biases + ALS; hyper-parameters from the form, or, left empty, those of the current model's
-bootstrap). The held-out rows stay held out: the same deterministic split (`holdout` seed and fraction of the
+--kind retrain` (biases + ALS; each hyper-parameter from the form, else the named parameter set a tuning run
+stored (`streamrec.paramsets`), else the current model's bootstrap, else the built-in default). The held-out rows stay held out: the same deterministic split (`holdout` seed and fraction of the
 lineage) excludes them from training, and the retrained candidate is judged on the current model's validation
 set. Quarantined partitions and partitions held by rejected candidates are not inputs (they are not in the
 lineage).
@@ -20,11 +20,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from _streamrec_common import DEFAULT_ARGS, evaluate_args, gate_and_publish, spark_job
+from _streamrec_tuning import BOOTSTRAP_FIELDS, hyper_params
 from airflow.sdk import Param, dag, task
-
-
-def _opt(kind: str, description: str) -> Param:
-    return Param(None, type=["null", kind], description=f"{description} (empty: as the current model)")
 
 
 @dag(
@@ -37,12 +34,9 @@ def _opt(kind: str, description: str) -> Param:
     tags=["streamrec", "spark", "model"],
     doc_md=__doc__,
     params={
-        "rank": _opt("integer", "ALS rank"),
-        "iterations": _opt("integer", "ALS iterations"),
-        "reg": _opt("number", "ALS regParam λ"),
-        "reg_user": _opt("number", "shrinkage of the user biases"),
-        "reg_item": _opt("number", "shrinkage of the item biases"),
-        "seed": _opt("integer", "ALS seed"),
+        # empty = from the parameter set, else as the current model, else the built-in default
+        **hyper_params(BOOTSTRAP_FIELDS),
+        "seed": Param(None, type=["null", "integer"], description="ALS seed (empty: as the current model)"),
         "tolerance": Param(
             0.01,
             type="number",
@@ -57,8 +51,7 @@ def streamrec_retrain():
     def plan_retrain(params=None, dag_run=None) -> dict:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from streamrec import pipeline
-        from streamrec.model import BootstrapParams
+        from streamrec import paramsets, pipeline
 
         bucket, store = pipeline.open_bucket()
         current = store.current()
@@ -66,12 +59,15 @@ def streamrec_retrain():
             raise AirflowFailException("no published model to retrain: run streamrec_bootstrap first")
         m = store.read_manifest(current)
         hold = m.get("holdout") or {}
-        given = {
-            k: params[k]
-            for k in ("rank", "iterations", "reg", "reg_user", "reg_item", "seed")
-            if params.get(k) is not None
-        }
-        hp = BootstrapParams.from_dict({**(m.get("params") or {}).get("bootstrap", {}), **given})
+        given = {k: params.get(k) for k in (*BOOTSTRAP_FIELDS, "seed")}
+        hp, lineage, sources = paramsets.resolve_in_bucket(
+            bucket,
+            params.get("param_set"),
+            "bootstrap",
+            given,
+            fallback=(m.get("params") or {}).get("bootstrap", {}),
+        )
+        print(f"parameters {hp} from {sources}; parameter set {lineage}")
         scale = str(pipeline.scale_of(store, current))
         version = pipeline.version_id("retrain", dag_run.run_id, dag_run.run_after)
         argv = [
@@ -97,7 +93,7 @@ def streamrec_retrain():
                 "--validation-uri",
                 hold["uri"],
             ]
-        argv += hp.to_argv()
+        argv += [*hp.to_argv(), *paramsets.lineage_argv(lineage)]
         print(
             f"retrain of {current}: {len(m.get('inputs', []))} inputs, partitions {m.get('partitions', [])}"
         )

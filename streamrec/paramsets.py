@@ -122,12 +122,16 @@ def save(
     return doc
 
 
-def resolve(part: str, given: dict | None, stored: dict | None) -> tuple[Any, dict[str, str]]:
-    """The parameters of ``part``: per field, ``given`` (when not None) > ``stored[part]`` > dataclass default.
+def resolve(
+    part: str, given: dict | None, stored: dict | None, fallback: dict | None = None
+) -> tuple[Any, dict[str, str]]:
+    """The parameters of ``part``: per field, ``given`` (when not None) > ``stored[part]`` > ``fallback`` (e.g.
+    the parameters of the model a retrain replaces) > dataclass default.
 
-    Returns ``(params dataclass, {field: "explicit" | "set" | "default"})``."""
+    Returns ``(params dataclass, {field: "explicit" | "set" | "model" | "default"})``."""
     cls = _param_class(part)
     given = given or {}
+    fallback = fallback or {}
     from_set = (stored or {}).get(part) or {}
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
@@ -136,6 +140,8 @@ def resolve(part: str, given: dict | None, stored: dict | None) -> tuple[Any, di
             values[name], sources[name] = given[name], "explicit"
         elif from_set.get(name) is not None:
             values[name], sources[name] = from_set[name], "set"
+        elif fallback.get(name) is not None:
+            values[name], sources[name] = fallback[name], "model"
         else:
             sources[name] = "default"
     return cls.from_dict(values), sources
@@ -154,11 +160,11 @@ def lineage(part: str, stored: dict | None, sources: dict[str, str]) -> dict | N
 
 
 def resolve_in_bucket(
-    bucket: Bucket | str, name: str | None, part: str, given: dict | None
+    bucket: Bucket | str, name: str | None, part: str, given: dict | None, fallback: dict | None = None
 ) -> tuple[Any, dict | None, dict[str, str]]:
     """:func:`load` + :func:`resolve` + :func:`lineage`: ``(params, lineage or None, sources)``."""
     stored = load(bucket, name)
-    params, sources = resolve(part, given, stored)
+    params, sources = resolve(part, given, stored, fallback)
     return params, lineage(part, stored, sources), sources
 
 

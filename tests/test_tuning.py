@@ -118,6 +118,17 @@ def test_resolution_explicit_beats_set_beats_default(tmp_path):
     given = {f: v for f, v in BootstrapParams(rank=7).as_dict().items()}
     p, lin, _ = paramsets.resolve_in_bucket(b, "tuned", "bootstrap", given)
     assert p.rank == 7 and lin is None
+    # a retrain's fallback (the replaced model's parameters) sits between the set and the built-in default
+    p, _, src = paramsets.resolve_in_bucket(
+        b, "tuned", "bootstrap", {"iterations": 3}, fallback={"rank": 99, "reg_user": 2.5, "seed": 7}
+    )
+    assert p == BootstrapParams(rank=20, reg=0.05, iterations=3, reg_user=2.5, seed=7)
+    assert (src["rank"], src["iterations"], src["reg_user"], src["reg_item"]) == (
+        "set",
+        "explicit",
+        "model",
+        "default",
+    )
 
 
 @pytest.mark.unit
