@@ -44,18 +44,18 @@ def use_s3(context) -> None:
     The ``AWS_CONN_ID`` connection, if defined, wins over the worker's ``AWS_*`` variables (only the fields it
     sets). Secret values are registered with Airflow's log masker. For a ``SparkSubmitOperator`` it also adds
     ``streamrec.s3a``'s jars and non-secret ``fs.s3a.*`` conf to the submit line; the credentials reach
-    spark-submit only through its environment (inherited from this process), never as ``--conf`` or
-    ``env_vars`` (both are rendered into logs or the UI).
+    spark-submit only through its environment (inherited from this process): never as ``--conf`` (the operator
+    logs its command line) nor ``env_vars`` (a templated field shown in the UI; on YARN/Kubernetes it becomes
+    ``--conf`` too).
     """
+    from streamrec import s3a
+
     task = context["task"]
-    args = getattr(task, "application_args", None) or []
-    if not _s3_uri(os.environ.get("STREAMREC_BUCKET", ""), *args):
+    if not s3a.uses_s3(os.environ.get("STREAMREC_BUCKET"), *(getattr(task, "application_args", None) or [])):
         return
     from airflow.sdk import Connection
     from airflow.sdk.exceptions import AirflowNotFoundException
     from airflow.sdk.log import mask_secret
-
-    from streamrec import s3a
 
     try:
         conn = Connection.get(AWS_CONN_ID)
@@ -74,10 +74,6 @@ def use_s3(context) -> None:
         task.conf = {**conf, **(task.conf or {})}
         if jars:
             task.jars = ",".join(filter(None, [task.jars, jars]))
-
-
-def _s3_uri(*values) -> bool:
-    return any(str(v).startswith(("s3://", "s3a://")) or "=s3a://" in str(v) for v in values)
 
 
 # --- end S3 -----------------------------------------------------------------------------------------------------
