@@ -11,6 +11,9 @@ Configuration (environment, read when a task runs unless noted):
                          parsing the DAGs (parse time)
 * the ``spark_default`` connection, e.g. ``AIRFLOW_CONN_SPARK_DEFAULT='{"conn_type":"spark","host":"local[2]"}'``,
   and ``spark-submit`` on the workers' ``PATH``.
+* S3 (``STREAMREC_BUCKET=s3://...``): the ``aws_default`` connection (``STREAMREC_AWS_CONN_ID``; login = access
+  key id, password = secret, extra ``endpoint_url`` / ``region_name`` / ``aws_session_token``) if it exists,
+  over the standard ``AWS_*`` variables of the workers; see :func:`use_s3` and ``docs/S3.md``.
 """
 
 from __future__ import annotations
@@ -30,10 +33,56 @@ PYTHON = os.environ.get("STREAMREC_PYTHON") or sys.executable
 MODEL_ASSET = Asset(name="streamrec_model", uri="streamrec://model/current", group="streamrec")
 """Updated by every publish; the event's ``extra`` carries ``version`` and ``rmse``."""
 
+
+# --- S3: credentials and Spark's s3a conf, resolved when a task runs (docs/S3.md) -------------------------------
+AWS_CONN_ID = os.environ.get("STREAMREC_AWS_CONN_ID", "aws_default")
+
+
+def use_s3(context) -> None:
+    """``pre_execute`` of every streamrec task: with an ``s3://`` bucket, the AWS settings into the environment.
+
+    The ``AWS_CONN_ID`` connection, if defined, wins over the worker's ``AWS_*`` variables (only the fields it
+    sets). Secret values are registered with Airflow's log masker. For a ``SparkSubmitOperator`` it also adds
+    ``streamrec.s3a``'s jars and non-secret ``fs.s3a.*`` conf to the submit line; the credentials reach
+    spark-submit only through its environment (inherited from this process): never as ``--conf`` (the operator
+    logs its command line) nor ``env_vars`` (a templated field shown in the UI; on YARN/Kubernetes it becomes
+    ``--conf`` too).
+    """
+    from streamrec import s3a
+
+    task = context["task"]
+    if not s3a.uses_s3(os.environ.get("STREAMREC_BUCKET"), *(getattr(task, "application_args", None) or [])):
+        return
+    from airflow.sdk import Connection
+    from airflow.sdk.exceptions import AirflowNotFoundException
+    from airflow.sdk.log import mask_secret
+
+    try:
+        conn = Connection.get(AWS_CONN_ID)
+    except AirflowNotFoundException:
+        conn = None
+    if conn is not None:
+        found = s3a.env_from_connection(conn.login, conn.password, conn.extra_dejson)
+        os.environ.update(found)
+        print(f"S3 settings from connection {AWS_CONN_ID!r}: {sorted(found)}")
+    for var in s3a.SECRET_VARS:
+        if os.environ.get(var):
+            mask_secret(os.environ[var], var)
+    if isinstance(task, SparkSubmitOperator):
+        conf = s3a.spark_conf()
+        jars = conf.pop("spark.jars", None)
+        task.conf = {**conf, **(task.conf or {})}
+        if jars:
+            task.jars = ",".join(filter(None, [task.jars, jars]))
+
+
+# --- end S3 -----------------------------------------------------------------------------------------------------
+
 DEFAULT_ARGS = {
     "owner": "streamrec",
     "retries": 1,
     "retry_delay": timedelta(seconds=20),
+    "pre_execute": use_s3,
 }
 
 SPARK_CONF = {

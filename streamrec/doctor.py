@@ -4,6 +4,10 @@ The pyspark and pyspark-client distributions both install the ``pyspark/`` packa
 the Python side of Spark silently disagrees with the jars it drives. ``--quick`` compares the installed
 distribution metadata with the version baked into the jars (no JVM start); the full check starts a session and
 compares ``pyspark.__version__`` with the JVM's ``spark.version``.
+
+It also reports how Spark would reach ``s3a://`` (``streamrec.s3a``): the fetched hadoop-aws jars, provided
+ones, or none. Missing jars are not a failure (S3 is optional; a local bucket needs none); jars that are there
+but damaged are (the full check hashes them).
 """
 
 from __future__ import annotations
@@ -50,6 +54,10 @@ def check(quick: bool = True) -> list[str]:
     if pyspark.__version__ != jar:
         problems.append(f"pyspark.__version__ {pyspark.__version__} != jars {jar}")
     if not quick:
+        from streamrec import s3a
+
+        if s3a.fetched_jars():
+            problems += [f"s3a: {p}" for p in s3a.verify_jars()]
         from streamrec.spark import get_session
 
         spark = get_session("streamrec-doctor")
@@ -69,7 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     import pyspark
 
+    from streamrec import s3a
+
     print(f"doctor: ok (pyspark {pyspark.__version__}, python {sys.version.split()[0]})")
+    print(f"doctor: s3a: {s3a.describe()}")
     return 0
 
 

@@ -3,6 +3,12 @@
 Local mode by default (``local[2]``, sized for a 2-core machine); under ``spark-submit`` the master and
 resources come from the submit line and nothing here overrides them. A checkpoint directory is always set:
 iterative ALS and long update lineages overflow the JVM stack without one (the talk's defect 4).
+
+``s3a://``: as plain Python (tests, benchmarks, the demo) the session gets :func:`streamrec.s3a.spark_conf`
+whenever the hadoop-aws jars are there (fetched by ``make setup``, or ``STREAMREC_S3A_JARS``); in local mode the
+jars go on the driver's class path (the executors live in the driver's JVM) rather than ``spark.jars``, which
+would copy 190 MB into every session's temp folder. Under spark-submit the JVM is already up: the submit line
+carries the jars and conf (``python -m streamrec.s3a submit-args``; the DAGs' ``spark_job`` adds them).
 """
 
 from __future__ import annotations
@@ -33,8 +39,12 @@ def get_session(
     os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")
     active = SparkSession.getActiveSession()
     builder = SparkSession.builder.appName(app_name)
-    if active is None and not os.environ.get("SPARK_ENV_LOADED") and "spark.master" not in _submit_conf():
-        builder = builder.master(master or os.environ.get("STREAMREC_SPARK_MASTER", "local[2]"))
+    plain_python = (
+        active is None and not os.environ.get("SPARK_ENV_LOADED") and "spark.master" not in _submit_conf()
+    )
+    if plain_python:
+        master = master or os.environ.get("STREAMREC_SPARK_MASTER", "local[2]")
+        builder = builder.master(master)
     conf = {
         "spark.sql.shuffle.partitions": str(
             shuffle_partitions or os.environ.get("STREAMREC_SHUFFLE_PARTITIONS", 4)
@@ -48,6 +58,8 @@ def get_session(
         "spark.ui.showConsoleProgress": "false",
         "spark.log.level": os.environ.get("STREAMREC_SPARK_LOG_LEVEL", "WARN"),
     }
+    if plain_python:
+        conf.update(_s3a_conf(master))
     conf.update(extra_conf or {})
     for k, v in conf.items():
         builder = builder.config(k, v)
@@ -57,6 +69,16 @@ def get_session(
         ckpt = tempfile.mkdtemp(prefix="streamrec-ckpt-")
     spark.sparkContext.setCheckpointDir(ckpt)
     return spark
+
+
+def _s3a_conf(master: str) -> dict[str, str]:
+    """``streamrec.s3a.spark_conf()`` if the jars are there (else ``{}``); local mode: jars on the class path."""
+    from streamrec import s3a
+
+    conf = s3a.spark_conf(require=False)
+    if master.startswith("local") and "spark.jars" in conf:
+        conf["spark.driver.extraClassPath"] = conf.pop("spark.jars").replace(",", os.pathsep)
+    return conf
 
 
 def _submit_conf() -> dict[str, str]:
