@@ -47,6 +47,7 @@ ENV PYTHONUNBUFFERED=1 \
     STREAMREC_HOME=/opt/streamrec \
     STREAMREC_PYTHON=/opt/venv/bin/python \
     STREAMREC_CHECKPOINT_DIR=/var/lib/streamrec/checkpoints \
+    STREAMREC_S3A_JARS=provided \
     AIRFLOW__CORE__DAGS_FOLDER=/opt/streamrec/dags \
     AIRFLOW__CORE__PLUGINS_FOLDER=/opt/streamrec/plugins \
     AIRFLOW__CORE__LOAD_EXAMPLES=False \
