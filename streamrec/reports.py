@@ -168,6 +168,33 @@ def _colours(status: str) -> tuple[str, str]:
     return "#d1d5db", "#4b5563"
 
 
+def svg_frame(
+    width: int, height: int, box: tuple, span: tuple[float, float], sy, label: str, aria: str
+) -> list[str]:
+    """The opening of an inline SVG chart: the plot box ``(left, top, pw, ph)``, five horizontal grid lines
+    with their values over ``span = (lo, hi)`` (``sy`` maps a value to y), and the rotated y-axis ``label``.
+    Returns the list of SVG fragments to append the series to (and ``</svg>``)."""
+    left, top, pw, ph = box
+    lo, hi = span
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" '
+        f'height="{height}" role="img" aria-label="{_e(label)} {_e(aria)}" font-family="sans-serif">',
+        f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="#fbfcfe" stroke="#d8dee9"/>',
+    ]
+    for k in range(5):
+        v = lo + (hi - lo) * k / 4
+        y = sy(v)
+        out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + pw}" y2="{y:.1f}" stroke="#e5e7eb"/>')
+        out.append(
+            f'<text x="{left - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end" fill="#4b5563">{v:.4f}</text>'
+        )
+    out.append(
+        f'<text x="14" y="{top + ph / 2:.1f}" font-size="11" fill="#4b5563" text-anchor="middle" '
+        f'transform="rotate(-90 14 {top + ph / 2:.1f})">{_e(label)}</text>'
+    )
+    return out
+
+
 def rmse_svg(
     history: Iterable[dict], highlight: str | None = None, width: int = 760, height: int = 340
 ) -> str:
@@ -189,22 +216,7 @@ def rmse_svg(
     def sy(v: float) -> float:
         return top + ph * (hi - v) / (hi - lo)
 
-    out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" '
-        f'height="{height}" role="img" aria-label="validation RMSE per version" font-family="sans-serif">',
-        f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="#fbfcfe" stroke="#d8dee9"/>',
-    ]
-    for k in range(5):
-        v = lo + (hi - lo) * k / 4
-        y = sy(v)
-        out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + pw}" y2="{y:.1f}" stroke="#e5e7eb"/>')
-        out.append(
-            f'<text x="{left - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end" fill="#4b5563">{v:.4f}</text>'
-        )
-    out.append(
-        f'<text x="14" y="{top + ph / 2:.1f}" font-size="11" fill="#4b5563" text-anchor="middle" '
-        f'transform="rotate(-90 14 {top + ph / 2:.1f})">validation RMSE</text>'
-    )
+    out = svg_frame(width, height, (left, top, pw, ph), (lo, hi), sy, "validation RMSE", "per version")
     line = " ".join(f"{sx(i):.1f},{sy(p['rmse']):.1f}" for i, p in enumerate(points))
     out.append(f'<polyline points="{line}" fill="none" stroke="#93a3b8" stroke-width="1.5"/>')
     step = max(1, math.ceil(len(points) / 14))

@@ -12,7 +12,7 @@ import math
 from typing import Any
 
 from streamrec.bucket import Bucket
-from streamrec.reports import _cell, _e, _num, _page
+from streamrec.reports import _cell, _e, _num, _page, svg_frame
 
 
 def score_svg(trials: list[dict], chosen: int | None, label: str, width: int = 760, height: int = 300) -> str:
@@ -33,22 +33,7 @@ def score_svg(trials: list[dict], chosen: int | None, label: str, width: int = 7
     def sy(v: float) -> float:
         return top + ph * (hi - v) / (hi - lo)
 
-    out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" '
-        f'height="{height}" role="img" aria-label="{_e(label)} per trial" font-family="sans-serif">',
-        f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="#fbfcfe" stroke="#d8dee9"/>',
-    ]
-    for k in range(5):
-        v = lo + (hi - lo) * k / 4
-        y = sy(v)
-        out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + pw}" y2="{y:.1f}" stroke="#e5e7eb"/>')
-        out.append(
-            f'<text x="{left - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end" fill="#4b5563">{v:.4f}</text>'
-        )
-    out.append(
-        f'<text x="14" y="{top + ph / 2:.1f}" font-size="11" fill="#4b5563" text-anchor="middle" '
-        f'transform="rotate(-90 14 {top + ph / 2:.1f})">{_e(label)}</text>'
-    )
+    out = svg_frame(width, height, (left, top, pw, ph), (lo, hi), sy, label, "per trial")
     # best so far (step line)
     best, steps = math.inf, []
     for i, v in sorted(pts):
