@@ -137,6 +137,8 @@ def _held_by_rollback(log_events: list[dict]) -> dict[str, str]:
     held: dict[str, str] = {}
     for ev in log_events:
         if ev.get("action") == "rollback":
+            for pid in ev.get("restored") or []:
+                held.pop(pid, None)
             for pid in ev.get("held") or []:
                 held[pid] = ev["id"]
         elif ev.get("action") == "requeue":
@@ -299,7 +301,7 @@ def chart_svg(store: ModelStore) -> str:
     retrain diamonds; hollow red rejected)."""
     from streamrec import reports
 
-    return reports.rmse_svg(store.list_versions(), highlight=store.current())
+    return reports.rmse_svg(store.list_versions(), highlight=store.current(), highlight_label="current")
 
 
 def read_report(bucket: Bucket, key: str) -> bytes:
@@ -339,7 +341,8 @@ def rollback(
     ``expected_current`` is given, a pointer that moved since the caller looked (a stale page must not undo a
     publish it never saw). The event is written first (``from``, ``to``, ``held``: the partitions absorbed by
     ``from`` but not by ``to``, see the module docstring), then the pointer moves (``store.publish``), then the
-    manifest of ``from`` gets ``rolled_back``. A crash after the event but before the pointer moves leaves an
+    manifest of ``from`` gets ``rolled_back``. ``restored`` lists the partitions an earlier rollback held that
+    ``version`` has absorbed (they are no longer held). A crash after the event but before the pointer moves leaves an
     event whose ``held`` partitions are all still absorbed by the current version: harmless to ``pending``.
     """
     reason = _need_reason(reason)
@@ -360,13 +363,15 @@ def rollback(
     source = store.read_manifest(current) if current else {}
     kept = set(target.get("partitions") or [])
     held = [p for p in source.get("partitions") or [] if p not in kept]
+    before = _held_by_rollback(events(bucket))
+    restored = [p for p in target.get("partitions") or [] if p in before]  # absorbed again: no longer held
     event = record_event(
         bucket,
         "rollback",
         when,
         actor=actor,
         reason=reason,
-        **{"from": current, "to": version, "held": held},
+        **{"from": current, "to": version, "held": held, "restored": restored},
     )
     store.publish(version)
     if current:

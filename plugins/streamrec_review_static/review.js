@@ -158,6 +158,14 @@ function render(d) {
     td(e.action === "rollback" ? `${e.from} \u2192 ${e.to}; held: ${(e.held || []).join(", ") || "none"}`
       : e.action === "requeue" ? `${(e.partitions || []).join(", ")} (${(e.released || []).map((r) => r.by).join(", ")})` : ""),
     td(e.reason || ""))), "No action taken from this page yet.", 5);
+  // the chart's time span and what it shows, by kind
+  const pts = d.chart.filter((p) => typeof p.rmse === "number");
+  const kinds = {};
+  for (const p of pts) kinds[p.kind] = (kinds[p.kind] || 0) + 1;
+  $("chart-caption").textContent = pts.length
+    ? `${pts.length} versions from ${pts[0].created_at || "?"} to ${pts[pts.length - 1].created_at || "?"}: ` +
+      Object.entries(kinds).map(([k, n]) => `${n} ${k}`).join(", ") + "."
+    : "";
   $("links").replaceChildren(d.index ? fileLink(d.index, "the static index page (reports/index.html)") : "");
 
   // versions for the lookup
