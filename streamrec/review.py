@@ -453,7 +453,7 @@ class LookupCache:
         self.pointer_ttl = pointer_ttl
         self.clock = clock
         self._models: OrderedDict[tuple, Any] = OrderedDict()
-        self._titles: dict[str, tuple[tuple, dict[int, str]]] = {}
+        self._titles: dict[str, tuple[float, tuple | None, dict[int, str]]] = {}
         self._pointer: dict[str, tuple[float, str | None]] = {}
         self._lock = threading.Lock()
         self._load_lock = threading.Lock()
@@ -500,19 +500,22 @@ class LookupCache:
         return rec
 
     def titles(self, bucket: Bucket) -> dict[int, str]:
-        """Item id -> title from :data:`MOVIES` (empty when the bucket has none)."""
-        infos = [o for o in bucket.list("ratings", recursive=False) if o.key == MOVIES]
-        if not infos:
-            return {}
-        stamp = (infos[0].size, infos[0].mtime)
+        """Item id -> title from :data:`MOVIES` (empty when the bucket has none); the object's size and time
+        are checked at most every ``pointer_ttl`` seconds (one LIST on S3)."""
         key = bucket.uri()
+        now = self.clock()
         with self._lock:
             hit = self._titles.get(key)
-        if hit is not None and hit[0] == stamp:
-            return hit[1]
-        titles = read_movies(bucket.read_bytes(MOVIES))
+        if hit is not None and now - hit[0] < self.pointer_ttl:
+            return hit[2]
+        infos = [o for o in bucket.list("ratings", recursive=False) if o.key == MOVIES]
+        stamp = (infos[0].size, infos[0].mtime) if infos else None
+        if hit is not None and hit[1] == stamp:
+            titles = hit[2]
+        else:
+            titles = read_movies(bucket.read_bytes(MOVIES)) if infos else {}
         with self._lock:
-            self._titles[key] = (stamp, titles)
+            self._titles[key] = (now, stamp, titles)
         return titles
 
 

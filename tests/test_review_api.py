@@ -47,6 +47,8 @@ def airflow_auth(tmp_path_factory):
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,viewer:viewer",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
     }
+    # Passwords of our own, so the auth manager does not generate and print any (tokens are signed below).
+    (home / "passwords.json").write_text(json.dumps({"admin": "not-used-a", "viewer": "not-used-v"}))
     if "airflow" in sys.modules:
         from airflow import settings
 
