@@ -80,6 +80,9 @@ class Browser:
         self.ws = connect(page["webSocketDebuggerUrl"], max_size=64 * 2**20, open_timeout=timeout)
         self._ids = itertools.count(1)
         self.events: list[dict] = []
+        self.dialog_answer: str | None = None
+        """Text typed into the next ``window.prompt`` (None: dialogs are dismissed)."""
+        self.dialogs: list[str] = []
         self.send("Page.enable")
         self.send("Runtime.enable")
         self.send(
@@ -104,6 +107,19 @@ class Browser:
                 if "error" in msg:
                     raise CDPError(f"{method}: {msg['error']}")
                 return msg.get("result", {})
+            if msg.get("method") == "Page.javascriptDialogOpening":
+                # A prompt blocks the page (and the evaluate that opened it) until it is answered.
+                self.dialogs.append(msg["params"].get("message", ""))
+                answer = self.dialog_answer
+                reply = {
+                    "accept": answer is not None,
+                    **({"promptText": answer} if answer is not None else {}),
+                }
+                self.ws.send(
+                    json.dumps(
+                        {"id": next(self._ids), "method": "Page.handleJavaScriptDialog", "params": reply}
+                    )
+                )
             self.events.append(msg)
 
     def eval(self, expression: str, await_promise: bool = True) -> Any:

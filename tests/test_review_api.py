@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # the module's setup (migrate, GX) takes ~1-2 min
 
 REPO = Path(__file__).resolve().parent.parent
 PLUGIN = REPO / "plugins" / "streamrec_review.py"

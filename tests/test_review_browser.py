@@ -11,7 +11,8 @@ test is skipped with the reason when it is missing) is driven over the DevTools 
    is sent back to the page;
 3. it asserts what a person sees: the versions table (current version marked), the rejected candidate and
    its gate numbers, the quarantined partition with its Data Docs link, the RMSE chart drawn (an SVG with one
-   marker per version and a real size on screen), and a top-10 lookup answered with titles;
+   marker per version and a real size on screen), a top-10 lookup answered with titles, and a rollback
+   done with the page's button (the reason typed into its prompt) showing up in the review log;
 4. the page inside Airflow's own UI: the nav entry's route ``/plugin/streamrec`` embeds it (same origin).
 
 Screenshots: ``var/artifacts/review.png`` (the page) and ``var/artifacts/review-in-airflow.png`` (inside the
@@ -221,6 +222,26 @@ def test_review_page_in_a_real_browser(api_server, tmp_path):
         assert all(0.5 <= s <= 5.0 for s in scores), answer
         shot = b.screenshot(ARTIFACTS / "review.png")
         print(f"screenshot: {shot}")
+
+        # an action: roll back to v0 with the button, the reason typed into the prompt
+        b.dialog_answer = "rolled back from the browser test"
+        b.eval(f"document.querySelector('#versions tr[data-version=\"{v0}\"] button').click()")
+        b.wait_for(
+            "document.querySelectorAll('#events tbody tr').length === 1 && "
+            "!document.querySelector('#events tbody td[colspan]')",
+            what="the rollback in the review log",
+        )
+        assert b.dialogs and "Reason for rollback" in b.dialogs[0], b.dialogs
+        after = b.eval(
+            """({banner: document.getElementById('current').textContent,
+                 log: document.querySelector('#events tbody tr').textContent,
+                 held: document.getElementById('held').textContent,
+                 error: document.getElementById('error').textContent})"""
+        )
+        assert v0 in after["banner"] and not after["error"], after
+        assert "rollback" in after["log"] and "admin" in after["log"] and "p-00001" in after["log"], after
+        assert "rolled back from the browser test" in after["log"], after
+        assert "p-00001" in after["held"], after
 
         # 4. inside Airflow's UI: the nav entry's route embeds the page
         b.navigate(f"{url}/plugin/streamrec")

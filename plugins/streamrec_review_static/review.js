@@ -221,5 +221,6 @@ async function lookup(ev) {
 
 document.addEventListener("DOMContentLoaded", () => {
   $("lookup-form").addEventListener("submit", lookup);
+  $("refresh").addEventListener("click", load);
   load();
 });
