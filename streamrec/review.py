@@ -170,10 +170,6 @@ def hold_state(bucket: Bucket) -> dict:
 # ------------------------------------------------------------------------------------------------------------
 # what the page shows
 # ------------------------------------------------------------------------------------------------------------
-def _rmse(manifest: dict) -> float | None:
-    return ((manifest.get("metrics") or {}).get("validation") or {}).get("rmse")
-
-
 def _new_partitions(manifest: dict, by_version: dict[str, dict]) -> list[str]:
     """The partitions a version added to its parent's lineage (as ``pipeline.new_partitions``, from manifests
     already read)."""
@@ -282,7 +278,7 @@ def overview(bucket: Bucket, store: ModelStore) -> dict:
     return {
         "bucket": bucket.uri(),
         "current": current,
-        "current_rmse": _rmse(current_manifest),
+        "current_rmse": pipeline.rmse_of(current_manifest),
         "applied": list(current_manifest.get("partitions") or []),
         "versions": rows,
         "gates": gates,
@@ -424,10 +420,17 @@ def requeue(
         bucket, "requeue", when, actor=actor, reason=reason, partitions=[pid], released=released
     )
     if any(r["by"] == "quarantine" for r in released):
-        # Written after the record it must be newer than (see the module docstring).
-        bucket.write_json(
-            f"{QUARANTINE}/{pid}/{REQUEUE_MARKER}", {"event": event["id"], "at": event["at"], "actor": actor}
-        )
+        # Written after the record it must be newer than (see the module docstring). S3 object times have a
+        # resolution of one second: a marker written in the same second as the record is not newer, so it is
+        # written again a second later.
+        marker = {"event": event["id"], "at": event["at"], "actor": actor}
+        for _ in range(3):
+            bucket.write_json(f"{QUARANTINE}/{pid}/{REQUEUE_MARKER}", marker)
+            if pid in _released_quarantine(bucket):
+                break
+            time.sleep(1.1)
+        else:
+            raise RuntimeError(f"the re-queue marker of {pid} is not newer than its quarantine record")
     return event
 
 

@@ -393,3 +393,17 @@ def test_works_on_s3(airflow_auth, plugin, s3_bucket_uri, tmp_path):
         look = c.get(f"/api/lookup?user={facts['users'][0]}").json()
         assert look["version"] == facts["current"] and len(look["items"]) == 10
         assert look["items"][0]["title"]
+        # actions on S3: the review log and the re-queue marker are objects like any other
+        c.cookies.set("_token", airflow_auth["admin"])
+        assert c.post("/api/requeue", json={"partition": "p-bad", "reason": "on s3"}).status_code == 200
+        v0 = facts["versions"][0]
+        rb = c.post(
+            "/api/rollback", json={"version": v0, "reason": "on s3", "expected_current": facts["current"]}
+        )
+        assert rb.status_code == 200 and rb.json()["held"] == ["p-00001"]
+    from streamrec import pipeline
+
+    bucket, store = pipeline.open_bucket(s3_bucket_uri)
+    plan = pipeline.pending(bucket, store)
+    assert plan["base"] == v0 and [p["id"] for p in plan["pending"]] == ["p-bad"]
+    assert plan["skipped"]["p-00001"].startswith("held by rollback")
