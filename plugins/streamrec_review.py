@@ -31,7 +31,9 @@ the bucket (gate reports, Data Docs, the index) read through ``streamrec.bucket`
 under ``reports/``, served with a sandboxing Content-Security-Policy (they are generated from user data).
 
 The logic is in ``streamrec.review`` (core package); this file only wires it to HTTP. The bucket is
-``$STREAMREC_BUCKET`` (``streamrec.pipeline.bucket_uri``), read on every request.
+``$STREAMREC_BUCKET`` (``streamrec.pipeline.bucket_uri``), read on every request. The page's own links are
+relative; the nav entry's ``href`` is ``/streamrec/``, so an API server under a sub-path (``[api] base_url``
+with a path) would need that prefix added (not handled).
 """
 
 from __future__ import annotations
