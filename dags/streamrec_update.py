@@ -51,7 +51,8 @@ given in the run's conf wins. The manifest records the set under `params.param_s
 itself. To re-queue it (e.g. after tuning or a retrain), trigger this DAG with
 `{"requeue": ["<partition id>"]}`: the rejected version gets `requeued_at` (it stays rejected, never published)
 and the partition is pending again. A quarantined partition is checked again when a fixed file is dropped under
-the same name (its size or mtime changed), or drop it under a new name.
+the same name (its size or mtime changed), or drop it under a new name. The review page (Browse → streamrec
+review) re-queues any held partition (gate-rejected, quarantined, or held by a rollback) and rolls back.
 """
 
 from __future__ import annotations

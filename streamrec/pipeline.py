@@ -13,7 +13,9 @@ under ``ratings/incoming/`` is *pending* when it is
   partition already in its base's lineage),
 * not quarantined (``quarantine/<id>/report.json`` exists for the same bytes: same size and mtime; a file fixed
   and dropped again under the same name is checked again), and
-* not held by a gate-rejected candidate (a rejected ``update`` version's new partitions; see :func:`requeue`).
+* not held by a gate-rejected candidate (a rejected ``update`` version's new partitions; see :func:`requeue`),
+  nor by a rollback until a reviewer re-queues it (``streamrec.review``: a quarantined partition re-queued there
+  is offered again, same bytes and all).
 
 The raw files under ``incoming/`` are never moved or deleted, so a crash at any point leaves the partition
 either in the published lineage (done) or pending (done again, from the same base, into the same
@@ -135,13 +137,22 @@ def pending(bucket: Bucket, store: ModelStore) -> dict:
     lineage = set(store.read_manifest(current).get("partitions", []))
     rejected = rejected_partitions(store)
     quar = quarantined(bucket)
+    # --- review actions (streamrec.review): partitions held by a rollback; quarantined ones re-queued ---
+    from streamrec.review import hold_state
+
+    review = hold_state(bucket)
+    # --- end review actions ---
     todo, skipped = [], {}
     for part in list_incoming(bucket, INCOMING):
         if part.id in lineage:
             skipped[part.id] = "applied"
         elif part.id in rejected:
             skipped[part.id] = f"rejected by the gate in {rejected[part.id]}"
-        elif part.id in quar and _same_bytes(part, quar[part.id]):
+        elif part.id in review["held"]:  # review: held by a rollback until re-queued
+            skipped[part.id] = f"held by rollback {review['held'][part.id]}"
+        elif (
+            part.id in quar and _same_bytes(part, quar[part.id]) and part.id not in review["released"]
+        ):  # review: a re-queue marker newer than the quarantine record offers the same bytes again
             skipped[part.id] = "quarantined"
         else:
             todo.append(part.as_dict())

@@ -196,11 +196,16 @@ def svg_frame(
 
 
 def rmse_svg(
-    history: Iterable[dict], highlight: str | None = None, width: int = 760, height: int = 340
+    history: Iterable[dict],
+    highlight: str | None = None,
+    width: int = 760,
+    height: int = 340,
+    highlight_label: str = "this candidate",
 ) -> str:
     """An inline SVG line chart of validation RMSE per version (see the module docstring for the markers).
 
-    ``highlight`` rings one version (the candidate of a gate report). Versions without an RMSE are left out."""
+    ``highlight`` rings one version (the candidate of a gate report; ``highlight_label`` names it in the
+    legend). Versions without an RMSE are left out."""
     points = [p for p in history_points(history) if p["rmse"] is not None]
     if not points:
         return '<p class="muted">No version has a validation RMSE yet.</p>'
@@ -252,7 +257,7 @@ def rmse_svg(
         out.append(
             f'<circle cx="{lx + 6}" cy="{ly - 4}" r="7" fill="none" stroke="#f59e0b" stroke-width="2.5"/>'
         )
-        out.append(f'<text x="{lx + 18}" y="{ly}" font-size="11" fill="#374151">this candidate</text>')
+        out.append(f'<text x="{lx + 18}" y="{ly}" font-size="11" fill="#374151">{_e(highlight_label)}</text>')
     out.append("</svg>")
     return "\n".join(out)
 
