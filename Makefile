@@ -13,7 +13,8 @@ demo: setup       ## the main job: Airflow standalone + bootstrap + partitions t
 demo-engine: setup  ## the engine alone, one process, no Airflow: bootstrap + streaming updates, RMSE as it goes
 	$(PY) -m streamrec.demo $(ARGS)
 
-test: setup       ## the whole suite (CI runs this)
+test: setup       ## the whole suite (CI runs this); installs Debian's chromium for the browser test when root
+	@bash scripts/install-chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: setup  ## pure-function tests only (seconds)
