@@ -112,6 +112,23 @@ def spark_job(task_id: str, job: str, application_args, **kwargs) -> SparkSubmit
     )
 
 
+def review_links(*keys: str) -> str:
+    """Where a person reads these report keys: the streamrec review page (``plugins/streamrec_review.py``) serves
+    the bucket's ``reports/`` behind Airflow's login, so the links work for a local folder and for ``s3://``.
+    Printed in the task logs: the run's links to its reports."""
+    base = os.environ.get("AIRFLOW__API__BASE_URL", "").rstrip("/")
+    if not base:
+        try:
+            from airflow.configuration import conf
+
+            base = (conf.get("api", "base_url", fallback="") or "").rstrip("/")
+        except Exception:  # noqa: BLE001 - a link is a convenience, never a task failure
+            base = ""
+    lines = [f"review page: {base}/streamrec/"]
+    lines += [f"  {key}: {base}/streamrec/files/{key}" for key in keys]
+    return "\n".join(lines)
+
+
 def evaluate_args(plan) -> list:
     """argv of ``jobs/evaluate.py`` for the candidate named in a plan task's XCom."""
     return ["--bucket", plan["bucket"], "--version", plan["version"], "--scale", plan["scale"]]
@@ -171,6 +188,7 @@ def gate_and_publish(plan, after, fail_on_reject: bool):
         bucket, store = pipeline.open_bucket(plan["bucket"])
         out = pipeline.write_reports(bucket, store, plan["version"], plan["gate"]["published"])
         print(f"gate report: {out['gate_report']}\nindex:       {out['index']}")
+        print(review_links(f"reports/gates/{plan['version']}.html", "reports/index.html"))
         if fail_on_reject and out["status"] != "published":
             from airflow.sdk.exceptions import AirflowFailException
 

@@ -59,7 +59,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from _streamrec_common import DEFAULT_ARGS, gate_and_publish, spark_job
+from _streamrec_common import DEFAULT_ARGS, gate_and_publish, review_links, spark_job
 from _streamrec_tuning import UPDATE_FIELDS, hyper_params
 from airflow.sdk import Param, dag, task
 
@@ -120,6 +120,10 @@ def streamrec_update():
                 f"{row['id']}: {row['reason']} ({row['rows']} rows) report {row['report']}"
                 + (f" -> quarantined in {row['quarantine']}" if "quarantine" in row else "")
             )
+        if sel["checked"]:
+            keys = [f"reports/partitions/{r['id']}/report.json" for r in sel["checked"]]
+            keys += [f"reports/datadocs/{r['id']}/index.html" for r in sel["checked"] if r.get("docs")]
+            print(review_links(*keys))
         if sel["selected"] is None:
             if sel["checked"]:
                 print(f"index: {bucket.uri(reports.write_index(bucket, store))}")
