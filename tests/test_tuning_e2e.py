@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from test_pipeline_e2e import _dags, _run, airflow_env  # noqa: E402
+from e2e_support import _dags, _run, airflow_env  # noqa: E402
 
 
 def _lineage(work: Path, bucket: Path) -> None:
