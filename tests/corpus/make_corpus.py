@@ -16,7 +16,7 @@ Every entry has an ``outcome``:
 ``ignored``       not a partition at all (a hidden name: an upload in progress, ``_SUCCESS``); never read.
 
 ``scale`` (default ``0.5:5:0.5``) is the rating scale the partition is checked against; ``dag`` marks the
-accepted entries the Airflow test (``tests/test_corpus.py::test_corpus_through_the_update_dag``) applies (one
+accepted entries the Airflow test (``tests/test_corpus_dag.py``) applies (one
 Spark run each, so only a few).
 """
 
