@@ -10,7 +10,9 @@ which is then uploaded through the bucket.
 The check has two stages, so that one run reports *every* problem instead of the first one:
 
 1. **File level** (the rules of :mod:`streamrec.loader` that make a file unreadable as ratings), checked here on
-   the raw bytes: the file is text (no NUL byte, valid UTF-8) or Parquet; the header is a known one
+   the raw bytes: the partition is at most ``STREAMREC_MAX_PARTITION_BYTES`` (default 64 MiB; rule
+   ``partition_size``, checked from the listing before anything is read: the check holds the partition in
+   memory); the file is text (no NUL byte, valid UTF-8; gzip/zip/... are named as such) or Parquet; the header is a known one
    (``user,item,rating[,timestamp]``, MovieLens ``userId,movieId,rating,timestamp``; or tab-separated u.data
    with no header; Parquet columns ``user, item, rating[, timestamp|ts]``); no blank line before the last data
    line; no repeated header; every line has the format's field count. A failure here fails the check with a
