@@ -14,8 +14,10 @@ applied (in the published lineage) or quarantined with the documented reason, li
 ``reports/index.html``; hidden names are never touched; the raw files are byte-identical afterwards. Secrets:
 ``AWS_SECRET_ACCESS_KEY`` / ``AWS_ACCESS_KEY_ID`` and an Airflow connection's password
 (``AIRFLOW_CONN_STREAMREC_SECRET_PROBE``, which the driver also reads through Airflow's connection API) are
-set to recognisable random values; none appears anywhere under ``AIRFLOW_HOME`` (logs), in the bucket
-(reports, manifests, quarantine) or in the driver's output (the tasks' stdout).
+set to recognisable random values; none appears anywhere under ``AIRFLOW_HOME``, in the bucket (reports,
+manifests, quarantine) or in the driver's output. ``dag.test()`` runs the tasks in the driver process and writes
+no per-task log files: every task's log lines (Airflow's, the task's prints, ``spark-submit``'s output) go to the
+driver's output, which is therefore the log that is scanned (~350,000 characters for this run).
 
 This file is also the driver: ``python tests/test_corpus_dag.py WORKDIR`` (run in the Airflow environment).
 """
