@@ -68,3 +68,12 @@ compose-check:        ## validate docker-compose.yaml with docker-compose 1.29 o
 
 compose-env:          ## write .env for docker-compose with generated secrets (keeps an existing .env)
 	@python3 scripts/compose-env
+
+# --- dependency audit (docs/SECURITY.md) -----------------------------------------------------------------------
+.PHONY: audit
+AUDIT_VENV := var/audit-venv
+
+audit: setup          ## pip-audit of requirements.lock (throwaway venv in var/; needs PyPI's JSON API or OSV)
+	@test -x $(AUDIT_VENV)/bin/pip-audit || { .venv/bin/uv venv -q $(AUDIT_VENV) --python 3.11 && \
+	  .venv/bin/uv pip install -q --python $(AUDIT_VENV)/bin/python pip-audit==2.10.1; }
+	$(AUDIT_VENV)/bin/pip-audit -r requirements.lock --no-deps --disable-pip --strict $(AUDIT_ARGS)

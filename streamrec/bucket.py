@@ -3,7 +3,10 @@
 ``Bucket.from_uri(uri)`` returns a :class:`LocalBucket` for a path or a ``file://`` URI and an :class:`S3Bucket`
 for ``s3://bucket[/prefix]`` (``s3a://`` is accepted as a synonym). Every method takes *keys*: ``/``-separated
 paths relative to the bucket root. Keys that are absolute or could escape the root (a leading ``/``, ``..`` or
-``.`` segments, empty segments, backslashes, NUL) are refused with a ``ValueError`` naming the key.
+``.`` segments, empty segments, backslashes, NUL) are refused with a ``ValueError`` naming the key. In a local
+folder, a key that resolves outside the root through a symbolic link is refused the same way, and ``list`` skips
+such links (with a warning), so a link dropped into ``incoming/`` can never make a job read or copy a file from
+outside the bucket.
 
 Semantics shared by both implementations (the test suite runs against both):
 
@@ -190,7 +193,25 @@ class LocalBucket(Bucket):
 
     def _path(self, key: str, *, prefix: bool = False) -> Path:
         body = check_key(key, prefix=prefix)
-        return self.root / body if body else self.root
+        path = self.root / body if body else self.root
+        if body and self._outside(path):
+            raise ValueError(
+                f"bucket key {key!r} resolves outside the bucket root through a symbolic link: refused"
+            )
+        return path
+
+    def _outside(self, path: Path | str) -> bool:
+        """True when ``path`` (under the root) resolves outside the root: a symbolic link pointing out of the
+        bucket must never let a key read or write elsewhere (e.g. ``incoming/x.csv -> /etc/passwd``)."""
+        root = os.path.realpath(self.root)
+        real = os.path.realpath(path)
+        return real != root and not real.startswith(root.rstrip(os.sep) + os.sep)
+
+    def _listable(self, path: str, key: str) -> bool:
+        if os.path.islink(path) and self._outside(path):
+            log.warning("skipping %r in %r: a symbolic link out of the bucket root", key, self)
+            return False
+        return True
 
     def read_bytes(self, key: str) -> bytes:
         path = self._path(key)
@@ -239,6 +260,8 @@ class LocalBucket(Bucket):
                 for name in filenames:
                     if name.startswith(_TMP_MARKER):
                         continue
+                    if not self._listable(os.path.join(dirpath, name), name):
+                        continue
                     st = _stat(Path(dirpath) / name)
                     if st is not None:
                         out.append(
@@ -251,6 +274,8 @@ class LocalBucket(Bucket):
                 if entry.name.startswith(_TMP_MARKER):
                     continue
                 key = _join(base, entry.name)
+                if not self._listable(entry.path, key):
+                    continue
                 if entry.is_dir():
                     out.append(ObjectInfo(key + "/", 0, None))
                 elif entry.is_file():

@@ -10,7 +10,9 @@ which is then uploaded through the bucket.
 The check has two stages, so that one run reports *every* problem instead of the first one:
 
 1. **File level** (the rules of :mod:`streamrec.loader` that make a file unreadable as ratings), checked here on
-   the raw bytes: the file is text (no NUL byte, valid UTF-8) or Parquet; the header is a known one
+   the raw bytes: the partition is at most ``STREAMREC_MAX_PARTITION_BYTES`` (default 64 MiB; rule
+   ``partition_size``, checked from the listing before anything is read: the check holds the partition in
+   memory); the file is text (no NUL byte, valid UTF-8; gzip/zip/... are named as such) or Parquet; the header is a known one
    (``user,item,rating[,timestamp]``, MovieLens ``userId,movieId,rating,timestamp``; or tab-separated u.data
    with no header; Parquet columns ``user, item, rating[, timestamp|ts]``); no blank line before the last data
    line; no repeated header; every line has the format's field count. A failure here fails the check with a
@@ -100,6 +102,7 @@ __all__ = [
     "PartitionCheck",
     "check_partition",
     "list_incoming",
+    "max_partition_bytes",
     "load_suite",
     "parse_partition",
     "partition_files",
@@ -125,7 +128,26 @@ FILES_ONLY = "files_only"
 NO_FILES = "no_files"
 """A folder partition with no data file (only sub-folders)."""
 FILE_TYPE = "text_or_parquet"
-"""The file is UTF-8 text without NUL bytes, or Parquet (binary garbage fails this)."""
+"""The file is UTF-8 text without NUL bytes, or Parquet (binary garbage and compressed files fail this)."""
+PARTITION_SIZE = "partition_size"
+"""The partition is no larger than :func:`max_partition_bytes` (the check holds a partition in memory)."""
+MAX_PARTITION_BYTES = 64 << 20
+"""Default of ``STREAMREC_MAX_PARTITION_BYTES``: 64 MiB of files, about 2.4 million MovieLens-style rows.
+
+The check parses a partition in memory: its peak RSS is about 13 times the file size (bytes, decoded text,
+line and field arrays, the frame, GX's metrics), measured on a 53 MB file: +710 MB. 64 MiB thus costs about
+0.9 GB; a partition over the limit is quarantined *before a byte of it is read* (rule ``partition_size``), so a
+huge drop can never take the worker down. The Spark update job itself has no such limit: a larger partition
+is fine once the limit is raised (``STREAMREC_MAX_PARTITION_BYTES`` in the workers' environment) on a worker
+with the memory for it, or split into several partitions (the usual answer: partitions are micro-batches)."""
+_COMPRESSED = (
+    (b"\x1f\x8b", "gzip-compressed data"),
+    (b"PK\x03\x04", "a ZIP archive"),
+    (b"BZh", "bzip2-compressed data"),
+    (b"\xfd7zXZ\x00", "xz-compressed data"),
+    (b"\x28\xb5\x2f\xfd", "zstd-compressed data"),
+)
+"""Magic bytes of the compressed formats a user is likely to drop (reported as such, not as "binary data")."""
 
 _INT = r"[+-]?[0-9]+"
 _NUM = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
@@ -186,6 +208,21 @@ def partition_id(name: str, is_file: bool = True) -> str:
     safe = re.sub(r"\.{2,}", ".", safe).strip("-._")[:80] or "partition"
     digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
     return f"{safe}-{digest}"
+
+
+def max_partition_bytes() -> int:
+    """The largest partition (bytes of its files) the check reads: ``$STREAMREC_MAX_PARTITION_BYTES`` or
+    :data:`MAX_PARTITION_BYTES`. A value that is not a positive integer is a configuration error (raised)."""
+    text = os.environ.get("STREAMREC_MAX_PARTITION_BYTES", "").strip()
+    if not text:
+        return MAX_PARTITION_BYTES
+    if not text.isdigit() or int(text) <= 0:
+        raise ValueError(f"STREAMREC_MAX_PARTITION_BYTES must be a positive integer (bytes), not {text!r}")
+    return int(text)
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB"
 
 
 def _hidden(name: str) -> bool:
@@ -398,11 +435,17 @@ def _parse_ts(arr: pa.Array | None, n: int, required: bool) -> tuple[pa.Array, n
 
 
 def _header_hint(first: str) -> str:
-    """Why a first line is not a known header, when it can be told (delimiter, missing columns)."""
+    """Why a first line is not a known header, when it can be told (quotes, delimiter, order, missing
+    columns)."""
+    if '"' in first or "'" in first:
+        return "; quoted fields are not supported: write the header and values without quotes"
     for sep, label in ((";", "';'"), ("|", "'|'"), (" ", "spaces")):
         if first.count(sep) >= 2 and "," not in first:
             return f"; wrong delimiter? fields are separated by {label}, the format wants ',' (or tabs for u.data)"
     cols = first.split(",")
+    for header in (CSV_HEADER_TS, CSV_HEADER, MOVIELENS_HEADER):
+        if sorted(cols) == sorted(header.split(",")):
+            return f"; the columns are in another order: the header must be exactly {header!r}"
     for header, required in ((CSV_HEADER_TS, CSV_HEADER), (MOVIELENS_HEADER, MOVIELENS_HEADER)):
         if set(cols) <= set(header.split(",")):
             missing = [c for c in required.split(",") if c not in cols]
@@ -418,6 +461,14 @@ def _parse_text(name: str, data: bytes) -> _Rows:
     """Parse one text file (CSV with a known header, or tab-separated u.data); raise :class:`_FileProblem`."""
     if not data:
         raise _FileProblem(name, 1, KNOWN_HEADER, "the file is empty: no header")
+    for magic, what in _COMPRESSED:
+        if data.startswith(magic):
+            raise _FileProblem(
+                name,
+                None,
+                FILE_TYPE,
+                f"{what}: compressed partitions are not supported; drop the uncompressed text or Parquet",
+            )
     nul = data.find(b"\x00")
     if nul >= 0:
         raise _FileProblem(
@@ -663,7 +714,16 @@ def parse_partition(bucket: Bucket, partition: Partition | str) -> ParsedPartiti
         if not part.files:
             msg = f"{_display_name(part, part.key)}: rule {NO_FILES}: no rating files in the folder"
             fatal.append(_entry(NO_FILES, None, 0, [], _display_name(part, part.key), msg))
-    for key in part.files:
+    limit = max_partition_bytes()
+    if part.size > limit:
+        where = _display_name(part, part.key)
+        msg = (
+            f"{where}: rule {PARTITION_SIZE}: partition too large to check: {_mib(part.size)} of files, the "
+            f"contract reads at most {_mib(limit)} into memory (STREAMREC_MAX_PARTITION_BYTES); split it into "
+            "smaller partitions, or raise the limit on workers with the memory for it"
+        )
+        fatal.append(_entry(PARTITION_SIZE, None, 1, [], where, msg))
+    for key in part.files if part.size <= limit else ():
         name = _display_name(part, key)
         data = bucket.read_bytes(key)
         try:
@@ -792,7 +852,11 @@ def _gx_message(
         if column == RATING:
             return f"{column}: {_rows(count)} outside [{scale.low:g}, {scale.high:g}]"
         if column == TS:
-            return f"ts: {_rows(count)} outside [1995-01-01, now + 1 day = {_iso_day(now_ts + DAY)}]"
+            msg = f"ts: {_rows(count)} outside [1995-01-01, now + 1 day = {_iso_day(now_ts + DAY)}]"
+            seen = [v for v in result.get("partial_unexpected_list") or [] if isinstance(v, int | np.integer)]
+            if seen and all(TS_MIN <= v // 1000 <= now_ts + DAY for v in seen):
+                msg += "; they look like milliseconds: timestamps are epoch seconds"
+            return msg
         return f"{column}: {_rows(count)} below 1 (ids are positive)"
     if etype == "expect_column_values_to_be_in_set":
         return f"{column}: {_rows(count)} not on the {scale.step:g} steps of [{scale.low:g}, {scale.high:g}]"
@@ -921,7 +985,8 @@ def _summarise(
             first = _first_loc(parsed, first_row)
             msg += f" (first: {parsed.where(first_row)})"
         elif etype == "expect_table_row_count_to_be_between" and parsed.files:
-            msg += f" in {', '.join(parsed.files[:3])}{' ...' if len(parsed.files) > 3 else ''}"
+            first = f"{', '.join(parsed.files[:3])}{' ...' if len(parsed.files) > 3 else ''}"
+            msg += f" in {first}"
         failed.append(_entry(etype, column, count, values[:5], first, _one_line(msg)))
     summary = {
         "success": bool(result.success),
