@@ -40,7 +40,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from test_pipeline_e2e import _dags, _make_data, _run, _snapshot, airflow_env  # noqa: E402
+from e2e_support import _dags, _make_data, _run, _snapshot, airflow_env, open_bucket  # noqa: E402
 
 CORPUS = REPO / "tests" / "corpus"
 MAX_RUNS = 10
@@ -78,7 +78,8 @@ def driver(work: Path) -> None:
     probe = BaseHook.get_connection("streamrec_secret_probe")  # the secret is real to Airflow
     out["probe_login"] = probe.login
     assert probe.password == os.environ["CORPUS_PROBE_PASSWORD"]
-    _make_data(data, bucket)
+    b, store = open_bucket(str(bucket))
+    _make_data(data, b)
     dags = _dags()
     out["runs"].append(
         _run(dags["streamrec_bootstrap"], {"rank": 8, "iterations": 5, "reg": 0.1, "holdout_fraction": 0.1})
@@ -101,7 +102,7 @@ def driver(work: Path) -> None:
         out["runs"].append(run)
         if all(st.endswith("skipped") for t, st in run["tasks"].items() if t != "find_new"):
             break
-    out["final"] = _snapshot(bucket)
+    out["final"] = _snapshot(b, store)
     out["incoming_after"] = sha256_tree(incoming)
     print("@@" + json.dumps(out, default=str), flush=True)
 
