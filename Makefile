@@ -15,7 +15,7 @@ demo-engine: setup  ## the engine alone, one process, no Airflow: bootstrap + st
 
 test: setup       ## the whole suite (CI runs this); installs Debian's chromium for the browser test when root
 	@bash scripts/install-chromium
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest --durations=15 $(PYTEST_ARGS)
 
 test-fast: setup  ## pure-function tests only (seconds)
 	$(PY) -m pytest -m unit $(PYTEST_ARGS)
