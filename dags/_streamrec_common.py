@@ -24,7 +24,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
-from airflow.sdk import Asset
+from airflow.sdk import Asset, Param
 
 HOME = Path(os.environ.get("STREAMREC_HOME") or Path(__file__).resolve().parent.parent)
 JOBS = HOME / "jobs"
@@ -110,6 +110,21 @@ def spark_job(task_id: str, job: str, application_args, **kwargs) -> SparkSubmit
         driver_memory=os.environ.get("STREAMREC_DRIVER_MEMORY", "2g"),
         **kwargs,
     )
+
+
+def gate_params(tolerance: bool = True) -> dict[str, Param]:
+    """The gate's settings on a trigger form (one definition for every DAG that gates a candidate):
+    ``rmse_ceiling`` always, ``tolerance`` where there is a published model to compare with."""
+    out = {}
+    if tolerance:
+        out["tolerance"] = Param(
+            0.01,
+            type="number",
+            minimum=0,
+            description="relative RMSE worsening allowed vs the published model (0.01 = 1 %)",
+        )
+    out["rmse_ceiling"] = Param(1.2, type="number", exclusiveMinimum=0, description="the gate's absolute bar")
+    return out
 
 
 def review_links(*keys: str) -> str:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from _streamrec_common import DEFAULT_ARGS, evaluate_args, gate_and_publish, spark_job
+from _streamrec_common import DEFAULT_ARGS, evaluate_args, gate_and_publish, gate_params, spark_job
 from _streamrec_tuning import BOOTSTRAP_FIELDS, hyper_params
 from airflow.sdk import Param, dag, task
 
@@ -54,7 +54,7 @@ from airflow.sdk import Param, dag, task
             maximum=0.5,
             description="share of every batch kept for validation, never trained on",
         ),
-        "rmse_ceiling": Param(1.2, type="number", exclusiveMinimum=0, description="the gate's absolute bar"),
+        **gate_params(tolerance=False),
         "scale": Param(
             "0.5:5:0.5",
             type="string",

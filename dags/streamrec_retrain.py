@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from _streamrec_common import DEFAULT_ARGS, evaluate_args, gate_and_publish, spark_job
+from _streamrec_common import DEFAULT_ARGS, evaluate_args, gate_and_publish, gate_params, spark_job
 from _streamrec_tuning import BOOTSTRAP_FIELDS, hyper_params
 from airflow.sdk import Param, dag, task
 
@@ -37,13 +37,7 @@ from airflow.sdk import Param, dag, task
         # empty = from the parameter set, else as the current model, else the built-in default
         **hyper_params(BOOTSTRAP_FIELDS),
         "seed": Param(None, type=["null", "integer"], description="ALS seed (empty: as the current model)"),
-        "tolerance": Param(
-            0.01,
-            type="number",
-            minimum=0,
-            description="relative RMSE worsening allowed vs the published model",
-        ),
-        "rmse_ceiling": Param(1.2, type="number", exclusiveMinimum=0, description="the gate's absolute bar"),
+        **gate_params(),
     },
 )
 def streamrec_retrain():

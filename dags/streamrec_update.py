@@ -59,7 +59,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from _streamrec_common import DEFAULT_ARGS, gate_and_publish, review_links, spark_job
+from _streamrec_common import DEFAULT_ARGS, gate_and_publish, gate_params, review_links, spark_job
 from _streamrec_tuning import UPDATE_FIELDS, hyper_params
 from airflow.sdk import Param, dag, task
 
@@ -75,13 +75,7 @@ from airflow.sdk import Param, dag, task
     tags=["streamrec", "spark", "model", "stream"],
     doc_md=__doc__,
     params={
-        "tolerance": Param(
-            0.01,
-            type="number",
-            minimum=0,
-            description="relative RMSE worsening allowed vs the published model (0.01 = 1 %)",
-        ),
-        "rmse_ceiling": Param(1.2, type="number", exclusiveMinimum=0, description="the gate's absolute bar"),
+        **gate_params(),
         "requeue": Param(
             [],
             type="array",
