@@ -57,8 +57,10 @@ def airflow_env(home: Path, bucket: str | Path, **extra: str) -> dict[str, str]:
     }
 
 
-def run_scenario(work: Path, env: dict[str, str], bucket: str, retrain: bool = False) -> tuple[dict, str]:
-    """``airflow db migrate``, then the driver in a subprocess; returns (its JSON result, its whole log)."""
+def run_driver(work: Path, env: dict[str, str], script: str | Path, *args: str) -> tuple[dict, str]:
+    """``airflow db migrate`` in ``env``'s ``AIRFLOW_HOME``, then ``python script *args`` in a subprocess with
+    that environment (output in ``work/driver.log``); returns (the JSON of its last ``@@`` line, its whole log).
+    Every real-Airflow test drives its DAGs this way, so the test process's environment stays untouched."""
     home = Path(env["AIRFLOW_HOME"])
     home.mkdir(parents=True, exist_ok=True)
     mig = subprocess.run(
@@ -68,16 +70,21 @@ def run_scenario(work: Path, env: dict[str, str], bucket: str, retrain: bool = F
     log = work / "driver.log"
     with open(log, "w") as fh:
         proc = subprocess.run(
-            [sys.executable, __file__, str(work), bucket, *(["--retrain"] if retrain else [])],
+            [sys.executable, str(script), *args],
             env=env,
             stdout=fh,
             stderr=subprocess.STDOUT,
             timeout=3600,
         )
-    text = log.read_text()
+    text = log.read_text(errors="replace")
     assert proc.returncode == 0, text[-6000:]
     res = json.loads([ln for ln in text.splitlines() if ln.startswith("@@")][-1][2:])
     return res, text
+
+
+def run_scenario(work: Path, env: dict[str, str], bucket: str, retrain: bool = False) -> tuple[dict, str]:
+    """The scenario's driver (this file) through :func:`run_driver`."""
+    return run_driver(work, env, __file__, str(work), bucket, *(["--retrain"] if retrain else []))
 
 
 # ----------------------------------------------------------------------------------------------------------------

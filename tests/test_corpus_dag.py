@@ -30,7 +30,6 @@ import json
 import os
 import secrets
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -40,7 +39,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from e2e_support import _dags, _make_data, _run, _snapshot, airflow_env, open_bucket  # noqa: E402
+from e2e_support import _dags, _make_data, _run, _snapshot, airflow_env, open_bucket, run_driver  # noqa: E402
 
 CORPUS = REPO / "tests" / "corpus"
 MAX_RUNS = 10
@@ -130,27 +129,8 @@ def test_corpus_through_the_update_dag(tmp_path):
         ),
         CORPUS_PROBE_PASSWORD=password,
     )
-    mig = subprocess.run(
-        [str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert mig.returncode == 0, mig.stderr[-3000:]
-    log = tmp_path / "driver.log"
     t0 = time.perf_counter()
-    with open(log, "w") as fh:
-        proc = subprocess.run(
-            [sys.executable, __file__, str(tmp_path)],
-            env=env,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            timeout=3600,
-        )
-    text = log.read_text(errors="replace")
-    assert proc.returncode == 0, text[-6000:]
-    res = json.loads([ln for ln in text.splitlines() if ln.startswith("@@")][-1][2:])
+    res, text = run_driver(tmp_path, env, __file__, str(tmp_path))
     print(f"driver: {time.perf_counter() - t0:.0f} s; runs:")
     print(json.dumps([{k: r[k] for k in ("dag", "state", "seconds")} for r in res["runs"]], indent=1))
 

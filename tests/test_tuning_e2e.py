@@ -14,17 +14,14 @@ Same subprocess pattern as ``tests/test_pipeline_e2e.py`` (this file is also the
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-VENV_BIN = Path(sys.executable).parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from e2e_support import _dags, _run, airflow_env  # noqa: E402
+from e2e_support import _dags, _run, airflow_env, run_driver  # noqa: E402
 
 
 def _lineage(work: Path, bucket: Path) -> None:
@@ -83,23 +80,7 @@ def driver(work: Path) -> None:
 @pytest.mark.slow
 def test_tune_then_bootstrap_uses_the_tuned_set(tmp_path):
     env = airflow_env(tmp_path / "airflow", tmp_path / "bucket")
-    (tmp_path / "airflow").mkdir()
-    mig = subprocess.run(
-        [str(VENV_BIN / "airflow"), "db", "migrate"], env=env, capture_output=True, text=True, timeout=900
-    )
-    assert mig.returncode == 0, mig.stderr[-3000:]
-    log = tmp_path / "driver.log"
-    with open(log, "w") as fh:
-        proc = subprocess.run(
-            [sys.executable, __file__, str(tmp_path)],
-            env=env,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            timeout=3600,
-        )
-    text = log.read_text()
-    assert proc.returncode == 0, text[-6000:]
-    res = json.loads([ln for ln in text.splitlines() if ln.startswith("@@")][-1][2:])
+    res, _ = run_driver(tmp_path, env, __file__, str(tmp_path))
     print(json.dumps({k: res[k] for k in ("tune", "bootstrap", "tune_no_budget")}, indent=1))
 
     tune = res["tune"]
