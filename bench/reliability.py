@@ -23,7 +23,6 @@ line per entry that is not as documented, then one JSON object on the last line.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -34,14 +33,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO / "tests" / "corpus"
+sys.path.insert(0, str(REPO / "tests"))
 
-
-def _digest(root: Path) -> dict[str, str]:
-    return {
-        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
+from corpus.corpus_files import drop, sha256_tree  # noqa: E402  (tests/corpus/corpus_files.py)
 
 
 def run(work: Path, big: bool) -> dict:
@@ -55,7 +49,7 @@ def run(work: Path, big: bool) -> dict:
     incoming.mkdir(parents=True)
     names = []
     for k, (name, case) in enumerate(cases.items()):
-        src, dst = CORPUS / "files" / name, incoming / name
+        dst = incoming / name
         if "generated" in case:
             if not big:
                 continue
@@ -65,17 +59,11 @@ def run(work: Path, big: bool) -> dict:
                 block = line * 50_000
                 while fh.tell() <= max_partition_bytes():
                     fh.write(block)
-            paths = [dst]
-        elif src.is_dir():
-            shutil.copytree(src, dst)
-            paths = [p for p in dst.rglob("*") if p.is_file()]
+            os.utime(dst, (1.7e9 + k, 1.7e9 + k))
         else:
-            shutil.copyfile(src, dst)
-            paths = [dst]
-        for p in paths:
-            os.utime(p, (1.7e9 + k, 1.7e9 + k))
+            drop(incoming, name, 1.7e9 + k)
         names.append(name)
-    before = _digest(incoming)
+    before = sha256_tree(incoming)
     bucket = Bucket.from_uri(work)
     t0 = time.perf_counter()
     parts = {p.key.rsplit("/", 1)[-1]: p for p in list_incoming(bucket)}
@@ -114,7 +102,7 @@ def run(work: Path, big: bool) -> dict:
             rule = check.failed[0]["expectation_type"]
             if case["outcome"] != "quarantined" or case["rule"] != rule or case["reason"] not in check.reason:
                 off.append(f"{name}: quarantined ({rule}: {check.reason}), documented {case}")
-    changed = sorted(k for k, v in _digest(incoming).items() if before.get(k) != v)
+    changed = sorted(k for k, v in sha256_tree(incoming).items() if before.get(k) != v)
     counts["lost"] += len(changed)
     off.extend(f"{k}: raw bytes changed" for k in changed)
     return {

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -34,6 +33,10 @@ from streamrec.contract import (
 from streamrec.loader import read_ratings_pandas
 from streamrec.schema import RatingScale
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from corpus.corpus_files import drop as drop_entry  # noqa: E402
+from corpus.corpus_files import sha256_tree  # noqa: E402
+
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO / "tests" / "corpus"
 MANIFEST = json.loads((CORPUS / "EXPECTED.json").read_text(encoding="utf-8"))
@@ -47,28 +50,9 @@ def scale_of(case: dict) -> RatingScale:
     return RatingScale.parse(case.get("scale", MANIFEST["default_scale"]))
 
 
-def sha256_tree(root: Path) -> dict[str, str]:
-    return {
-        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
-
-
 def drop(root: Path, name: str, mtime: float = 1.7e9) -> Path:
     """Copy corpus entry ``name`` into ``<root>/ratings/incoming/`` (a file, or a folder with its files)."""
-    src = CORPUS / "files" / name
-    dst = root / INCOMING / name
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    if src.is_dir():
-        shutil.copytree(src, dst)
-        paths = [p for p in dst.rglob("*") if p.is_file()]
-    else:
-        shutil.copyfile(src, dst)
-        paths = [dst]
-    for p in paths:
-        os.utime(p, (mtime, mtime))
-    return dst
+    return drop_entry(root / INCOMING, name, mtime)
 
 
 def assert_quarantined(bucket: Bucket, root: Path, part, check, case: dict) -> None:

@@ -24,12 +24,10 @@ This file is also the driver: ``python tests/test_corpus_dag.py WORKDIR`` (run i
 
 from __future__ import annotations
 
-import hashlib
 import html
 import json
 import os
 import secrets
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -39,6 +37,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
+from corpus.corpus_files import drop, sha256_tree  # noqa: E402
 from e2e_support import _dags, _make_data, _run, _snapshot, airflow_env, open_bucket, run_driver  # noqa: E402
 
 CORPUS = REPO / "tests" / "corpus"
@@ -56,14 +55,6 @@ def dag_cases() -> list[dict]:
         out.append(c)
     # arrival order: the failing and ignored ones first, then the accepted ones
     return sorted(out, key=lambda c: c["outcome"] in ("accepted", "normalised"))
-
-
-def sha256_tree(root: Path) -> dict[str, str]:
-    return {
-        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -86,15 +77,7 @@ def driver(work: Path) -> None:
     incoming = bucket / "ratings" / "incoming"
     now = time.time()
     for k, case in enumerate(dag_cases()):
-        src, dst = CORPUS / "files" / case["name"], incoming / case["name"]
-        if src.is_dir():
-            shutil.copytree(src, dst)
-            paths = [p for p in dst.rglob("*") if p.is_file()]
-        else:
-            shutil.copyfile(src, dst)
-            paths = [dst]
-        for p in paths:
-            os.utime(p, (now + k, now + k))
+        drop(incoming, case["name"], now + k)
     out["incoming_before"] = sha256_tree(incoming)
     for _ in range(MAX_RUNS):
         run = _run(dags["streamrec_update"])
