@@ -39,7 +39,7 @@ AWS_CONN_ID = os.environ.get("STREAMREC_AWS_CONN_ID", "aws_default")
 
 
 def use_s3(context) -> None:
-    """``pre_execute`` of every streamrec task: with an ``s3://`` bucket, the AWS settings into the environment.
+    """Part of every streamrec task's ``pre_execute`` (:func:`prepare_task`): with an ``s3://`` bucket, the AWS settings into the environment.
 
     The ``AWS_CONN_ID`` connection, if defined, wins over the worker's ``AWS_*`` variables (only the fields it
     sets). Secret values are registered with Airflow's log masker. For a ``SparkSubmitOperator`` it also adds
@@ -78,11 +78,23 @@ def use_s3(context) -> None:
 
 # --- end S3 -----------------------------------------------------------------------------------------------------
 
+
+def prepare_task(context) -> None:
+    """``pre_execute`` of every streamrec task: the S3 settings (:func:`use_s3`) and, for a Spark job, the driver
+    JVM's start-up options for this worker (``streamrec.jvm``: the class-data archive recorded by ``make setup``
+    lives in the worker's virtualenv, so it is looked up where the task runs, not where the DAG is parsed)."""
+    task = context["task"]
+    if isinstance(task, SparkSubmitOperator) and "spark.driver.extraJavaOptions" not in (task.conf or {}):
+        from streamrec import jvm
+
+        task.conf = {**(task.conf or {}), "spark.driver.extraJavaOptions": jvm.driver_java_options()}
+    use_s3(context)
+
 DEFAULT_ARGS = {
     "owner": "streamrec",
     "retries": 1,
     "retry_delay": timedelta(seconds=20),
-    "pre_execute": use_s3,
+    "pre_execute": prepare_task,
 }
 
 SPARK_CONF = {
@@ -92,7 +104,6 @@ SPARK_CONF = {
     "spark.pyspark.driver.python": PYTHON,
     "spark.ui.enabled": "false",
     "spark.ui.showConsoleProgress": "false",
-    "spark.driver.extraJavaOptions": "-Xss16m",
 }
 SPARK_ENV = {"SPARK_LOCAL_IP": os.environ.get("SPARK_LOCAL_IP", "127.0.0.1"), "PYSPARK_PYTHON": PYTHON}
 

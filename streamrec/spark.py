@@ -19,6 +19,8 @@ import tempfile
 
 from pyspark.sql import SparkSession
 
+from streamrec import jvm
+
 
 def get_session(
     app_name: str = "streamrec",
@@ -54,12 +56,13 @@ def get_session(
         "spark.sql.adaptive.enabled": "true",
         "spark.driver.memory": os.environ.get("STREAMREC_DRIVER_MEMORY", "4g"),
         "spark.sql.execution.arrow.pyspark.enabled": "true",
-        "spark.driver.extraJavaOptions": "-Xss16m",
         "spark.ui.showConsoleProgress": "false",
         "spark.log.level": os.environ.get("STREAMREC_SPARK_LOG_LEVEL", "WARN"),
     }
     if plain_python:
         conf.update(_s3a_conf(master))
+        # JVM start-up options and the class-data archive for this class path (streamrec.jvm)
+        conf["spark.driver.extraJavaOptions"] = jvm.driver_java_options(conf.get("spark.driver.extraClassPath", ""))
     conf.update(extra_conf or {})
     for k, v in conf.items():
         builder = builder.config(k, v)
@@ -69,6 +72,11 @@ def get_session(
         ckpt = tempfile.mkdtemp(prefix="streamrec-ckpt-")
     spark.sparkContext.setCheckpointDir(ckpt)
     return spark
+
+
+def local_extra_classpath() -> str:
+    """The driver class path a plain local session adds (the s3a jars, when installed), else ``""``."""
+    return _s3a_conf("local").get("spark.driver.extraClassPath", "")
 
 
 def _s3a_conf(master: str) -> dict[str, str]:
