@@ -90,6 +90,7 @@ def prepare_task(context) -> None:
         task.conf = {**(task.conf or {}), "spark.driver.extraJavaOptions": jvm.driver_java_options()}
     use_s3(context)
 
+
 DEFAULT_ARGS = {
     "owner": "streamrec",
     "retries": 1,

@@ -122,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="record the class-data archives (make setup runs this)")
     b.add_argument("--force", action="store_true", help="record again even if present")
-    b.add_argument("--all", action="store_true", help="also the plain local session's class path (with s3a jars)")
+    b.add_argument(
+        "--all", action="store_true", help="also the plain local session's class path (with s3a jars)"
+    )
     sub.add_parser("options", help="print the driver options a job started here gets")
     w = sub.add_parser("_workload")
     w.add_argument("--out", required=True)

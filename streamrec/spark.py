@@ -13,7 +13,9 @@ carries the jars and conf (``python -m streamrec.s3a submit-args``; the DAGs' ``
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 
@@ -62,14 +64,17 @@ def get_session(
     if plain_python:
         conf.update(_s3a_conf(master))
         # JVM start-up options and the class-data archive for this class path (streamrec.jvm)
-        conf["spark.driver.extraJavaOptions"] = jvm.driver_java_options(conf.get("spark.driver.extraClassPath", ""))
+        conf["spark.driver.extraJavaOptions"] = jvm.driver_java_options(
+            conf.get("spark.driver.extraClassPath", "")
+        )
     conf.update(extra_conf or {})
     for k, v in conf.items():
         builder = builder.config(k, v)
     spark = builder.getOrCreate()
     ckpt = checkpoint_dir or os.environ.get("STREAMREC_CHECKPOINT_DIR")
-    if not ckpt:
+    if not ckpt:  # ours: removed when this process exits (a configured folder is left to its owner)
         ckpt = tempfile.mkdtemp(prefix="streamrec-ckpt-")
+        atexit.register(shutil.rmtree, ckpt, ignore_errors=True)
     spark.sparkContext.setCheckpointDir(ckpt)
     return spark
 

@@ -19,6 +19,11 @@ def test_bootstrap_then_three_partitions(tmp_path):
 
     bucket = tmp_path / "bucket"
     env = airflow_env(tmp_path / "airflow", bucket)
-    res, _ = run_scenario(tmp_path, env, str(bucket), retrain=True)
+    res, out = run_scenario(tmp_path, env, str(bucket), retrain=True)
     check_scenario(res, LocalBucket(bucket))
     check_retrain(res, LocalBucket(bucket))
+    # every spark-submit started its driver with streamrec.jvm's options (prepare_task, the DAGs' pre_execute)
+    from streamrec import jvm
+
+    submits = [line for line in out.splitlines() if "Spark-Submit cmd" in line]
+    assert submits and all(jvm.driver_java_options() in line for line in submits), submits[:2]
