@@ -251,12 +251,21 @@ def partition_files(bucket: Bucket, partition_key: str) -> list[str]:
     ]
 
 
-def list_incoming(bucket: Bucket, prefix: str = INCOMING) -> list[Partition]:
+REFUSED_KEY = (
+    "refused: not a key this bucket can address safely (an empty, '.' or '..' segment, a backslash or a NUL "
+    "could reach outside the bucket); never read, never moved: rename it to apply it"
+)
+
+
+def list_incoming(
+    bucket: Bucket, prefix: str = INCOMING, refused: list[str] | None = None
+) -> list[Partition]:
     """The partitions under ``prefix``, in arrival order (newest file's mtime, then key).
 
     Each direct child of ``prefix`` is one partition: a file, or a folder (its files arrive together).
     Hidden names (``.``/``_`` first) are skipped, so is a folder holding only hidden objects (an upload in
-    progress). Keys the bucket cannot address (e.g. S3 keys with ``..`` segments) are skipped with a warning.
+    progress). Keys the bucket cannot address (e.g. S3 keys with ``..`` segments) are not partitions: each is
+    appended to ``refused`` (when given; :func:`refused_incoming`), logged, and listed by the index page.
     Ids are unique within one listing: when two names map to the same id (``p.csv`` and ``p.parquet``), the
     later arrival gets ``-<8 hex of its name's SHA-256>`` appended.
     """
@@ -265,10 +274,12 @@ def list_incoming(bucket: Bucket, prefix: str = INCOMING) -> list[Partition]:
     for obj in bucket.list(base):
         rel = obj.key[len(base) + 1 :] if base else obj.key
         top, _, rest = rel.partition("/")
-        if _hidden(top):
+        if not _valid_key(obj.key):  # before the hidden-name rule: ``..`` starts with a dot too
+            log.warning("refusing %r: not a key this bucket can address", obj.key)
+            if refused is not None:
+                refused.append(obj.key)
             continue
-        if not _valid_key(obj.key):
-            log.warning("skipping %r: not a key this bucket can address", obj.key)
+        if _hidden(top):
             continue
         if rest and any(_hidden(seg) for seg in rest.split("/")):
             continue
@@ -304,6 +315,13 @@ def list_incoming(bucket: Bucket, prefix: str = INCOMING) -> list[Partition]:
         seen.add(pid)
         out.append(Partition(pid, key, files, size, mtime))
     return out
+
+
+def refused_incoming(bucket: Bucket, prefix: str = INCOMING) -> list[str]:
+    """The object keys under ``prefix`` that :func:`list_incoming` refuses (see :data:`REFUSED_KEY`)."""
+    refused: list[str] = []
+    list_incoming(bucket, prefix, refused)
+    return refused
 
 
 def _as_partition(bucket: Bucket, partition: Partition | str) -> Partition:

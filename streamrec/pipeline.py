@@ -129,7 +129,7 @@ def _same_bytes(part: Any, record: dict) -> bool:
 def pending(bucket: Bucket, store: ModelStore) -> dict:
     """What the update DAG should look at now: the current version and the pending partitions in arrival
     order (as dicts), plus what was skipped and why (for the log)."""
-    from streamrec.contract import list_incoming
+    from streamrec.contract import REFUSED_KEY, list_incoming
 
     current = store.current()
     if current is None:
@@ -142,8 +142,8 @@ def pending(bucket: Bucket, store: ModelStore) -> dict:
 
     review = hold_state(bucket)
     # --- end review actions ---
-    todo, skipped = [], {}
-    for part in list_incoming(bucket, INCOMING):
+    todo, skipped, refused = [], {}, []
+    for part in list_incoming(bucket, INCOMING, refused):
         if part.id in lineage:
             skipped[part.id] = "applied"
         elif part.id in rejected:
@@ -156,6 +156,7 @@ def pending(bucket: Bucket, store: ModelStore) -> dict:
             skipped[part.id] = "quarantined"
         else:
             todo.append(part.as_dict())
+    skipped.update({key: REFUSED_KEY for key in refused})
     return {"base": current, "pending": todo, "skipped": skipped}
 
 

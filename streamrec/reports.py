@@ -29,7 +29,7 @@ from typing import Any
 from urllib.parse import quote
 
 from streamrec.bucket import Bucket
-from streamrec.contract import DATADOCS, PARTITION_REPORTS, QUARANTINE
+from streamrec.contract import DATADOCS, PARTITION_REPORTS, QUARANTINE, REFUSED_KEY, refused_incoming
 from streamrec.store import PUBLISHED, REJECTED, ModelStore
 
 __all__ = [
@@ -467,6 +467,13 @@ def write_index(bucket: Bucket, store: ModelStore) -> str:
         body.append("</table>")
     else:
         body.append('<p class="muted">No model version yet.</p>')
+    refused = refused_incoming(bucket)
+    if refused:
+        body.append(f"<h2>Refused object keys ({len(refused)})</h2>")
+        body.append(f'<p class="muted">{_e(REFUSED_KEY[len("refused: ") :])}.</p>')
+        body.append("<table><tr><th>object key</th></tr>")
+        body += [f"<tr><td><code>{_e(k)}</code></td></tr>" for k in refused]
+        body.append("</table>")
     quarantined = _quarantined(bucket)
     body.append(f"<h2>Quarantined partitions ({len(quarantined)})</h2>")
     if quarantined:

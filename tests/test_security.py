@@ -4,6 +4,7 @@ the Airflow UI ask for a login. (Secrets never in task logs or reports: ``tests/
 
 from __future__ import annotations
 
+import html
 import os
 import re
 import subprocess
@@ -207,3 +208,40 @@ def test_kubernetes_values_require_a_login() -> None:
     assert "ALL_ADMINS" not in path.read_text(encoding="utf-8").upper()
     for e in values.get("env") or []:
         assert "ALL_ADMINS" not in e["name"].upper()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# keys a bucket cannot address are refused in the open: listed by the pipeline and on the index page
+# ----------------------------------------------------------------------------------------------------------------
+def _refused_keys_are_reported(bucket: Bucket, bad_key: str) -> None:
+    from streamrec import reports
+    from streamrec.store import ModelStore
+
+    bucket.write_bytes("ratings/incoming/p-good.csv", GOOD)
+    refused: list[str] = []
+    assert [p.id for p in list_incoming(bucket, refused=refused)] == ["p-good"]
+    assert refused == [bad_key]
+    store = ModelStore(bucket)
+    page = bucket.read_text(reports.write_index(bucket, store))
+    assert "Refused object keys (1)" in page and f"<code>{html.escape(bad_key)}</code>" in page
+
+
+@pytest.mark.unit
+def test_a_local_name_with_a_backslash_is_refused_and_listed(tmp_path) -> None:
+    bucket = Bucket.from_uri(tmp_path / "bucket")
+    (tmp_path / "bucket" / "ratings" / "incoming").mkdir(parents=True)
+    (tmp_path / "bucket" / "ratings" / "incoming" / "a\\b.csv").write_bytes(GOOD)
+    _refused_keys_are_reported(bucket, "ratings/incoming/a\\b.csv")
+    assert (tmp_path / "bucket" / "ratings" / "incoming" / "a\\b.csv").read_bytes() == GOOD
+
+
+@pytest.mark.integration
+def test_an_s3_key_with_dotdot_is_refused_listed_and_left_alone(s3_bucket_uri) -> None:
+    import boto3
+
+    bucket = Bucket.from_uri(s3_bucket_uri)
+    name = s3_bucket_uri.removeprefix("s3://")
+    bad = "ratings/incoming/../../models/CURRENT"
+    boto3.client("s3").put_object(Bucket=name, Key=bad, Body=GOOD)
+    _refused_keys_are_reported(bucket, bad)
+    assert boto3.client("s3").get_object(Bucket=name, Key=bad)["Body"].read() == GOOD
