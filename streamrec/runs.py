@@ -199,7 +199,8 @@ def evaluate_version(
     given (items rated in training are excluded from the ranking). Merged into the manifest's ``metrics``.
     Without ``holdout``, the version's own validation set (its manifest's ``validation`` list) is used."""
     m = model if model is not None else store.load_model(spark, version)
-    holdout = list(holdout) or store.read_manifest(version).get("validation", [])
+    manifest = store.read_manifest(version)
+    holdout = list(holdout) or manifest.get("validation", [])
     if not holdout:
         raise ValueError(f"version {version} has no validation set and no --holdout was given")
     hold: DataFrame = read_ratings(spark, list(holdout), scale).cache()
@@ -208,7 +209,6 @@ def evaluate_version(
         metrics["validation"].update(
             evaluate.ranking_metrics(m, read_ratings(spark, list(train), scale), hold, k)
         )
-    manifest = store.read_manifest(version)
     merged = {**manifest.get("metrics", {}), **metrics}
     if manifest.get("status") != PUBLISHED:
         store.update_manifest(version, metrics=merged)
