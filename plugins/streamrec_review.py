@@ -26,7 +26,8 @@ cross-site form cannot send ``application/json``, and the UI's cookie is ``SameS
 
 Routes (under ``/streamrec``): ``/`` the page; ``/static/*`` its JS and CSS; ``/api/overview``,
 ``/api/chart.svg``, ``/api/lookup?user=&k=&version=``; ``POST /api/rollback`` ``{version, reason,
-expected_current}``; ``POST /api/requeue`` ``{partition, reason}``; ``/files/reports/...`` report files of
+expected_current}`` (then the ``streamrec_model`` Asset event, as a publish emits it: see
+:func:`_model_asset_event`); ``POST /api/requeue`` ``{partition, reason}``; ``/files/reports/...`` report files of
 the bucket (gate reports, Data Docs, the index) read through ``streamrec.bucket`` (folder or s3://), only
 under ``reports/``, served with a sandboxing Content-Security-Policy (they are generated from user data).
 
@@ -100,6 +101,54 @@ def _name(user: Any) -> str | None:
         return str(user.get_name())
     except Exception:  # an auth manager's user without a name: record none rather than fail the action
         return None
+
+
+# ------------------------------------------------------------------------------------------------------------
+# the model Asset after a rollback
+# ------------------------------------------------------------------------------------------------------------
+MODEL_ASSET_NAME = (
+    "streamrec_model"  # dags/_streamrec_common.MODEL_ASSET (the plugin does not import the DAGs)
+)
+
+
+def _api_base() -> str:
+    """This API server, seen from inside it: loopback, ``[api] port``, the path of ``[api] base_url``."""
+    from urllib.parse import urlparse
+
+    from airflow.configuration import conf
+
+    scheme = "https" if conf.get("api", "ssl_cert", fallback="") else "http"
+    path = urlparse(conf.get("api", "base_url", fallback="") or "").path.rstrip("/")
+    return f"{scheme}://127.0.0.1:{conf.getint('api', 'port', fallback=8080)}{path}"
+
+
+def _model_asset_event(request: Request, extra: dict) -> dict:
+    """Emit the ``streamrec_model`` Asset event a publish emits (consumers scheduled on the Asset see the model
+    change), through Airflow's public REST API with the caller's own token: Airflow checks that the caller may
+    create Asset events and records the event as coming from the API. Best effort: the rollback is already done
+    when this runs, so a failure is reported in the response (``asset_event``), never raised."""
+    import httpx
+    from airflow.api_fastapi.auth.managers.base_auth_manager import COOKIE_NAME_JWT_TOKEN
+
+    auth = request.headers.get("authorization", "")
+    token = auth[7:] if auth.lower().startswith("bearer ") else request.cookies.get(COOKIE_NAME_JWT_TOKEN, "")
+    try:
+        with httpx.Client(
+            base_url=_api_base(), headers={"Authorization": f"Bearer {token}"}, timeout=15, verify=False
+        ) as api:
+            found = api.get("/api/v2/assets", params={"name_pattern": MODEL_ASSET_NAME})
+            found.raise_for_status()
+            ids = [a["id"] for a in found.json().get("assets", []) if a.get("name") == MODEL_ASSET_NAME]
+            if not ids:
+                return {
+                    "emitted": False,
+                    "why": f"Asset {MODEL_ASSET_NAME} is not registered (no DAG parsed yet)",
+                }
+            made = api.post("/api/v2/assets/events", json={"asset_id": ids[0], "extra": extra})
+            made.raise_for_status()
+            return {"emitted": True, "id": made.json().get("id"), "extra": extra}
+    except httpx.HTTPError as exc:
+        return {"emitted": False, "why": f"{type(exc).__name__}: {exc}"}
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -219,7 +268,11 @@ def create_app(bucket_uri: str | None = None, cache: Any = None) -> FastAPI:
             bucket, store, body.version, body.reason, _name(user), expected_current=body.expected_current
         )
         lookup_cache().forget_pointer()
-        return JSONResponse(event)
+        m = store.read_manifest(body.version)
+        rmse = ((m.get("metrics") or {}).get("validation") or {}).get("rmse")
+        extra = {"version": body.version, "rmse": rmse, "partitions": len(m.get("partitions") or [])}
+        extra["rollback_of"] = event.get("from")
+        return JSONResponse({**event, "asset_event": _model_asset_event(request, extra)})
 
     @app.post("/api/requeue")
     def requeue(request: Request, body: RequeueBody, user: Actor) -> JSONResponse:

@@ -78,7 +78,7 @@ def api_server(tmp_path):
         **os.environ,
         "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),  # parsed once below: registers the model Asset
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
@@ -97,6 +97,14 @@ def api_server(tmp_path):
         [str(VENV_BIN / "airflow"), "db", "migrate"], env=env, capture_output=True, text=True, timeout=900
     )
     assert mig.returncode == 0, mig.stderr[-3000:]
+    ser = subprocess.run(
+        [str(VENV_BIN / "airflow"), "dags", "reserialize"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert ser.returncode == 0, ser.stderr[-3000:]
     log = open(tmp_path / "api-server.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         [str(VENV_BIN / "airflow"), "api-server", "-H", "127.0.0.1", "-p", str(port), "-w", "1"],
@@ -242,6 +250,13 @@ def test_review_page_in_a_real_browser(api_server, tmp_path):
         assert "rollback" in after["log"] and "admin" in after["log"] and "p-00001" in after["log"], after
         assert "rolled back from the browser test" in after["log"], after
         assert "p-00001" in after["held"], after
+        # ... and the model Asset got the event a publish emits, through Airflow's REST API (the cookie's user)
+        got = b.eval(
+            """fetch('/api/v2/assets?name_pattern=streamrec_model').then(r => r.json()).then(a =>
+                 fetch('/api/v2/assets/events?asset_id=' + a.assets[0].id).then(r => r.json()))"""
+        )
+        extras = [e["extra"] for e in got["asset_events"]]
+        assert any(x.get("version") == v0 and x.get("rollback_of") == v1 for x in extras), got
 
         # 4. inside Airflow's UI: the nav entry's route embeds the page
         b.navigate(f"{url}/plugin/streamrec")
