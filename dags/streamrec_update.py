@@ -50,9 +50,11 @@ given in the run's conf wins. The manifest records the set under `params.param_s
 `rejected`, its gate report and `new_partitions: [id]`; the index lists it. The partition is not retried by
 itself. To re-queue it (e.g. after tuning or a retrain), trigger this DAG with
 `{"requeue": ["<partition id>"]}`: the rejected version gets `requeued_at` (it stays rejected, never published)
-and the partition is pending again. A quarantined partition is checked again when a fixed file is dropped under
-the same name (its size or mtime changed), or drop it under a new name. The review page (Browse → streamrec
-review) re-queues any held partition (gate-rejected, quarantined, or held by a rollback) and rolls back.
+and the partition is pending again. The same Param releases a partition held by a rollback or the quarantine
+(`streamrec.review.requeue`, the review page's action; each re-queue is an event in the review log). A
+quarantined partition is also checked again when a fixed file is dropped under the same name (its size or
+mtime changed), or drop it under a new name. The review page (Browse → streamrec review) re-queues and rolls
+back too.
 """
 
 from __future__ import annotations
@@ -62,6 +64,11 @@ from datetime import datetime, timedelta
 from _streamrec_common import DEFAULT_ARGS, gate_and_publish, gate_params, review_links, spark_job
 from _streamrec_tuning import UPDATE_FIELDS, hyper_params
 from airflow.sdk import Param, dag, task
+
+
+def _who(dag_run) -> str | None:
+    """Who triggered the run (Airflow 3.1+ records it), for the review log."""
+    return getattr(dag_run, "triggering_user_name", None)
 
 
 @dag(
@@ -80,7 +87,8 @@ from airflow.sdk import Param, dag, task
             [],
             type="array",
             items={"type": "string"},
-            description="partition ids held by rejected candidates to offer again",
+            description="partition ids to offer again: held by a gate-rejected candidate, a rollback or the "
+            "quarantine (logged in the review log, like the review page's re-queue)",
         ),
         "build_docs": Param(True, type="boolean", description="build GX Data Docs for every partition"),
         # tuning: hyper-parameters default to null = from the parameter set, else built-in (streamrec.paramsets)
@@ -89,12 +97,17 @@ from airflow.sdk import Param, dag, task
 )
 def streamrec_update():
     @task.short_circuit
-    def find_new(params=None) -> dict:
+    def find_new(params=None, dag_run=None) -> dict:
         from streamrec import pipeline
 
         bucket, store = pipeline.open_bucket()
-        if params.get("requeue"):
-            print(f"re-queued from rejected versions: {pipeline.requeue(store, params['requeue'])}")
+        for pid in params.get("requeue") or []:  # whatever holds it: the gate, a rollback, the quarantine
+            from streamrec import review
+
+            event = review.requeue(
+                bucket, store, pid, f"requeue Param of run {dag_run.run_id}", _who(dag_run)
+            )
+            print(f"re-queued {pid}: released {event['released']} (review log event {event['id']})")
         found = pipeline.pending(bucket, store)
         print(
             f"base {found['base']}; pending {[p['id'] for p in found['pending']]}; skipped {found['skipped']}"

@@ -215,6 +215,11 @@ def driver(work: Path, bucket_uri: str, retrain: bool = False) -> None:
     if retrain:
         out["runs"].append(_run(dags["streamrec_retrain"], {"rank": 8, "iterations": 5, "tolerance": 0.05}))
         out["after_retrain"] = _snapshot(b, store)
+        # the update DAG's requeue Param on a quarantined partition: checked again (and quarantined again)
+        from streamrec.review import events
+
+        out["runs"].append(_run(dags["streamrec_update"], {"requeue": ["p-bad"]}))
+        out["after_requeue"] = {**_snapshot(b, store), "events": events(b)}
     print("@@" + json.dumps(out, default=str), flush=True)
 
 
@@ -278,6 +283,16 @@ def check_retrain(res: dict, b) -> None:
     assert mr["kind"] == "retrain" and mr["retrained_from"] == s3["current"]
     assert not any("p-damage" in u or "p-bad" in u for u in mr["inputs"]), mr["inputs"]
     assert mr["validation"] == store.read_manifest(s3["current"])["validation"]
+
+    # then the update DAG with {"requeue": ["p-bad"]}: released from the quarantine (a review-log event),
+    # checked again by the contract, quarantined again; nothing else changes
+    rq, sq = res["runs"][5], res["after_requeue"]
+    assert rq["state"].endswith("success"), rq
+    assert rq["tasks"]["validate"].endswith("success") and rq["tasks"]["update"].endswith("skipped"), rq
+    [event] = [e for e in sq["events"] if e["action"] == "requeue"]
+    assert event["partitions"] == ["p-bad"] and event["released"][0]["by"] == "quarantine", event
+    assert "requeue Param of run" in event["reason"], event
+    assert "p-bad" in sq["quarantined"] and sq["current"] == sr["current"], sq
 
 
 if __name__ == "__main__":
