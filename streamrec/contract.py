@@ -78,12 +78,15 @@ from streamrec.loader import (
     CSV_HEADER,
     CSV_HEADER_TS,
     FIELD_COUNT,
+    HEADER_LAYOUTS,
     KNOWN_HEADER,
     MAX_ID,
     MOVIELENS_HEADER,
     PARQUET_TS_COLUMNS,
     REPEATED_HEADER,
     TIMESTAMP_INTEGER,
+    TS_REQUIRED,
+    UDATA_LAYOUT,
     RatingsFormatError,
 )
 from streamrec.schema import ITEM, RATING, TS, USER, RatingScale
@@ -340,21 +343,8 @@ def _as_partition(bucket: Bucket, partition: Partition | str) -> Partition:
 # ----------------------------------------------------------------------------------------------------------------
 # Lenient parsing (file-level rules here; value rules in the GX suite)
 # ----------------------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Layout:
-    fmt: str
-    sep: str = ","
-    header: str | None = None
-    n_fields: int = 4
-    ts_required: bool = True
-
-
-_LAYOUTS = {
-    MOVIELENS_HEADER: _Layout("movielens", ",", MOVIELENS_HEADER, 4, True),
-    CSV_HEADER_TS: _Layout("csv", ",", CSV_HEADER_TS, 4, False),
-    CSV_HEADER: _Layout("csv", ",", CSV_HEADER, 3, False),
-}
-_UDATA = _Layout("udata", "\t", None, 4, True)
+# the file layouts (headers, separators, field counts, whether a timestamp is required) are the loader's
+_LAYOUTS, _UDATA = HEADER_LAYOUTS, UDATA_LAYOUT
 
 
 class _FileProblem(Exception):
@@ -594,7 +584,7 @@ def _parse_text(name: str, data: bytes) -> _Rows:
         empty_i, empty_f = pa.array([], pa.int64()), pa.array([], pa.float64())
         return _Rows(empty_i, empty_i, empty_f, empty_i, np.zeros(0, np.int64), lambda _: "")
     ts_raw = fields[3] if layout.n_fields == 4 else None
-    ts, ts_bad = _parse_ts(ts_raw, m, layout.ts_required)
+    ts, ts_bad = _parse_ts(ts_raw, m, layout.ts_mode == TS_REQUIRED)
 
     def show(line: int) -> str:
         return _short(lines[line - 1].as_py())

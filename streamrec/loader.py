@@ -188,6 +188,8 @@ _UDATA = _Layout("udata", "\t", None, 4, _TS_REQUIRED)
 _CSV_TS = _Layout("csv", ",", CSV_HEADER_TS, 4, _TS_OPTIONAL)
 _CSV = _Layout("csv", ",", CSV_HEADER, 3, _TS_ABSENT)
 _HEADER_LAYOUTS = {MOVIELENS_HEADER: _MOVIELENS, CSV_HEADER_TS: _CSV_TS, CSV_HEADER: _CSV}
+# The same table for the data contract's lenient parser (streamrec.contract): one definition of the formats.
+HEADER_LAYOUTS, UDATA_LAYOUT, TS_REQUIRED = _HEADER_LAYOUTS, _UDATA, _TS_REQUIRED
 
 
 def _first_line(head: bytes, complete: bool) -> str | None:
