@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from streamrec import jvm
 from streamrec.store import ModelStore
 from streamrec.synth import SynthConfig, write_dataset
 
@@ -30,6 +31,8 @@ def submit(job: str, *args: str, check: bool = True) -> subprocess.CompletedProc
         f"spark.pyspark.python={sys.executable}",
         "--conf",
         "spark.ui.enabled=false",
+        "--conf",
+        f"spark.driver.extraJavaOptions={jvm.driver_java_options()}",  # as the DAGs' spark jobs get them
         "--driver-memory",
         "1g",
         str(REPO / "jobs" / job),

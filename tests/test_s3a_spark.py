@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from streamrec import jvm
+
 pytestmark = [pytest.mark.spark, pytest.mark.integration, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parent.parent
@@ -143,6 +145,8 @@ def test_spark_reads_and_writes_s3a_and_boto3_reads_it_back(s3a_env, tmp_path, m
             f"spark.pyspark.python={sys.executable}",
             "--conf",
             "spark.ui.enabled=false",
+            "--conf",
+            f"spark.driver.extraJavaOptions={jvm.driver_java_options()}",
             *line,
             str(REPO / "jobs" / "evaluate.py"),
             "--bucket",
