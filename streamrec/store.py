@@ -42,6 +42,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from streamrec import faults
 from streamrec.bucket import Bucket
 
 if TYPE_CHECKING:
@@ -528,9 +529,11 @@ class ModelStore:
         self._check_files(version, doc)
         now = _iso(self.clock())
         previous = self.current()
+        faults.point("before_pointer")  # failpoint: the pointer is read, nothing written yet
         doc.update(status=PUBLISHED, published_at=now)
         self.bucket.write_json(self.version_key(version, MANIFEST), doc)
         self.bucket.write_json(POINTER, {"version": version, "published_at": now, "previous": previous})
+        faults.point("after_pointer")  # failpoint: the pointer names the version, the caller is not told yet
         log.info("published model version %s (previous: %s)", version, previous)
 
     def reject(self, version: str, reason: str, gate: dict | None = None) -> None:
