@@ -16,12 +16,24 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
-from streamrec import faults
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "bench"))
+
+import reliability_faults as rf  # noqa: E402  (bench/reliability_faults.py: the scenarios, shared with the bench)
+
+from streamrec import faults  # noqa: E402
+
+
+def _assert_checks(result: dict) -> None:
+    failed = [name for name, ok in result["checks"].items() if not ok]
+    assert not failed, f"{result['fault']}: failed checks {failed}\ndetails: {result.get('details')}"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -140,3 +152,99 @@ def test_publish_is_compare_and_swap_local(tmp_path):
 @pytest.mark.integration
 def test_publish_is_compare_and_swap_s3(s3_bucket_uri):
     _check_cas(_tiny_store(s3_bucket_uri))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# shared world
+# ----------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def dag_parse(tmp_path_factory):
+    """Airflow parsing ``dags/`` in a subprocess, started first so that it overlaps with the Spark set-up."""
+    work = tmp_path_factory.mktemp("faults-dag")
+    return work, rf.start_dag_parse(work)
+
+
+@pytest.fixture(scope="module")
+def world(dag_parse, spark, tmp_path_factory):
+    """Bootstrap ``V0`` (published) and the clean runs' candidates ``VA`` (p-00001) and ``VB`` (p-00002)."""
+    return rf.make_world(tmp_path_factory.mktemp("faults-world"), spark)
+
+
+@pytest.fixture(scope="module")
+def dag(dag_parse):
+    """The update DAG as Airflow parses it: ``max_active_runs`` and the update task's spark-submit settings."""
+    return rf.dag_facts(*dag_parse)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# fault 1: SIGKILL of the update job mid-run, then the same command again
+# ----------------------------------------------------------------------------------------------------------------
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.spark
+def test_update_job_killed_mid_write_then_retried(world, dag, tmp_path):
+    """spark-submit jobs/update.py with the DAG's argv and conf, SIGKILLed (its whole process group) while it
+    writes the candidate; the retry with the same version id publishes the model a clean run builds."""
+    assert dag["application"] == str(REPO / "jobs" / "update.py")
+    res = rf.fault_kill_update(world, tmp_path, dag)
+    _assert_checks(res)
+    assert res["details"]["processes_killed"] >= 3  # launcher, JVM, Python driver (at least)
+    assert res["details"]["model"]["max_abs_diff"] == 0.0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# fault 2: the S3 server unreachable during publish
+# ----------------------------------------------------------------------------------------------------------------
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.spark
+@pytest.mark.parametrize("cut", ["manifest", "pointer"])
+def test_s3_outage_during_publish_then_retry(world, s3_env, cut):
+    """The outage (a TCP proxy in front of moto stops, ``tests/s3server.py`` ``TcpProxy``) begins when the
+    publish sends the manifest's PUT, or the pointer's PUT (the manifest already says published); the
+    pointer never moves during the outage, and the retried publish completes it."""
+    res = rf.fault_s3_outage(world, s3_env, cut)
+    _assert_checks(res)
+    assert res["details"]["status_during_outage"] == ("candidate" if cut == "manifest" else "published")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# fault 3: death right after the pointer write, before the task records success
+# ----------------------------------------------------------------------------------------------------------------
+@pytest.mark.integration
+@pytest.mark.spark
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_failure_after_pointer_then_publish_retried(world, where, tmp_path, request):
+    from streamrec.bucket import Bucket
+
+    if where == "s3":
+        uri = request.getfixturevalue("s3_bucket_uri")
+        bucket = Bucket.from_uri(uri)
+    else:
+        bucket = Bucket.from_uri(tmp_path / "bucket")
+    res = rf.fault_after_pointer(world, bucket)
+    _assert_checks(res)
+    assert res["details"]["asset_extra"]["version"] == rf.VA
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# fault 4: two update runs publishing at once
+# ----------------------------------------------------------------------------------------------------------------
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.spark
+def test_concurrent_publish_local_one_wins_loser_applied_next(world, dag, spark, tmp_path):
+    from streamrec.bucket import Bucket
+
+    res = rf.fault_concurrent_publish(world, Bucket.from_uri(tmp_path / "bucket"), dag, spark, tmp_path)
+    _assert_checks(res)
+    assert res["checks"]["dag_max_active_runs_1"]
+
+
+@pytest.mark.integration
+@pytest.mark.spark
+def test_concurrent_publish_s3_one_wins(world, dag, s3_bucket_uri):
+    from streamrec.bucket import Bucket
+
+    res = rf.fault_concurrent_publish(world, Bucket.from_uri(s3_bucket_uri), dag)
+    _assert_checks(res)
