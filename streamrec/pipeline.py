@@ -297,18 +297,23 @@ def decide(
 
 def publish(store: ModelStore, version: str, expected_current: str | None) -> dict:
     """Publish ``version`` if the pointer still names ``expected_current`` (what the candidate was built from or
-    judged against); otherwise refuse, so a concurrent publish is never silently undone. Idempotent."""
-    from streamrec.store import StoreError
+    judged against); otherwise refuse, so a concurrent publish is never silently undone. Idempotent: when the
+    pointer already names ``version`` (a retry after the pointer was written), nothing is written again.
+
+    The check and the pointer write are one compare-and-swap in ``ModelStore.publish``: of two runs publishing
+    from the same base at once, exactly one wins and the other gets ``PointerMovedError`` (a ``StoreError``);
+    its partition stays pending (it is not in the published lineage) and the next run applies it."""
+    from streamrec.store import PointerMovedError
 
     current = store.current()
     if current == version:
         return store.read_manifest(version)
     if current != expected_current:
-        raise StoreError(
+        raise PointerMovedError(
             f"current version moved from {expected_current} to {current} while {version} was gated; "
             "not publishing (run the DAG again)"
         )
-    store.publish(version)
+    store.publish(version, expected_current=expected_current)
     return store.read_manifest(version)
 
 

@@ -14,7 +14,9 @@ Invariants:
   half-rewritten version is never visible either.
 * The manifest lists the exact Parquet files of each table; readers read those files and nothing else.
 * ``models/CURRENT`` changes in one atomic write (one rename locally, one PUT on S3), after the manifest says
-  ``published``. Publishing an older published version is a rollback.
+  ``published``, and as a compare-and-swap: two publishers racing from the same base never both win (an
+  ``flock`` locally, a conditional ``PUT`` on S3; see ``publish``). Publishing an older published version is a
+  rollback.
 * A published version is never overwritten; a rejected version is never published.
 
 Manifest fields written by the store (callers cannot change them with ``update_manifest``): ``format``,
@@ -28,11 +30,14 @@ Fields set by callers and stored as given: ``parent``, ``kind`` (bootstrap|updat
 
 from __future__ import annotations
 
+import contextlib
 import io
+import json
 import logging
+import os
 import re
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -42,7 +47,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from streamrec.bucket import Bucket
+from streamrec import faults
+from streamrec.bucket import Bucket, LocalBucket, S3Bucket, _is_not_found
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -79,6 +85,14 @@ ARROW_FACTOR_SCHEMA = pa.schema(
 
 class StoreError(RuntimeError):
     """An operation the store refuses (overwriting a published version, publishing a rejected one ...)."""
+
+
+class PointerMovedError(StoreError):
+    """A compare-and-swap publish lost: the pointer no longer names the version it expected."""
+
+
+ANY_CURRENT = object()
+"""``ModelStore.publish``'s default ``expected_current``: publish whatever the pointer names now."""
 
 
 class VersionNotFoundError(StoreError, LookupError):
@@ -514,11 +528,27 @@ class ModelStore:
             return None
         return pointer.get("version")
 
-    def publish(self, version: str) -> None:
+    def publish(self, version: str, expected_current: str | None | object = ANY_CURRENT) -> None:
         """Make ``version`` current: manifest status ``published``, then the pointer, in one write, last.
 
         Refuses a version without manifest, a rejected one, or one whose table files are missing. Publishing an
         older published version is a rollback.
+
+        The pointer write is a compare-and-swap: with ``expected_current`` (a version id, or None for "no
+        pointer yet") it happens only if the pointer still names that version, else ``PointerMovedError``; even
+        without it, a pointer changed by someone else between this call's read and its write is never silently
+        overwritten (``PointerMovedError`` too). How, per storage:
+
+        * local folder: an exclusive ``flock`` on the ``models/`` folder around read, check and write (released
+          by the kernel when the process dies, so a killed publisher never leaves a stale lock; a lock is per open
+          file description, so threads exclude each other too). Needs a file system with working ``flock``
+          (a local disk; not every network file system).
+        * S3: a conditional ``PUT`` of the pointer, ``If-Match: <ETag read>`` (``If-None-Match: *`` when there was
+          no pointer); a ``412 Precondition Failed`` means another writer won. Needs an S3 that honours
+          conditional writes (AWS S3 since 2024-11, MinIO, moto 5); one that ignores them gives no protection.
+
+        The loser of a race sees the pointer moved before it writes anything (local), or has its manifest set back
+        to what it was (S3: the manifest is written before the conditional pointer ``PUT``).
         """
         doc = self.read_manifest(version)
         if doc.get("status") == REJECTED:
@@ -526,12 +556,89 @@ class ModelStore:
                 f"version {version} was rejected ({doc.get('reason', 'no reason given')}): not publishing it"
             )
         self._check_files(version, doc)
-        now = _iso(self.clock())
-        previous = self.current()
-        doc.update(status=PUBLISHED, published_at=now)
-        self.bucket.write_json(self.version_key(version, MANIFEST), doc)
-        self.bucket.write_json(POINTER, {"version": version, "published_at": now, "previous": previous})
+        with self._pointer_lock():
+            pointer, token = self._read_pointer()
+            previous = pointer.get("version") if pointer else None
+            if expected_current is not ANY_CURRENT and previous != expected_current:
+                raise PointerMovedError(
+                    f"current version moved from {expected_current} to {previous} while publishing {version}: "
+                    "a concurrent publish won; not publishing (run the DAG again)"
+                )
+            faults.point("before_pointer")  # failpoint: the pointer is read, nothing written yet
+            before = {k: doc[k] for k in ("status", "published_at") if k in doc}
+            now = _iso(self.clock())
+            doc.update(status=PUBLISHED, published_at=now)
+            self.bucket.write_json(self.version_key(version, MANIFEST), doc)
+            try:
+                self._swap_pointer({"version": version, "published_at": now, "previous": previous}, token)
+            except PointerMovedError:
+                doc.pop("published_at", None)
+                doc.update(before)
+                self.bucket.write_json(self.version_key(version, MANIFEST), doc)
+                raise
+        faults.point("after_pointer")  # failpoint: the pointer names the version, the caller is not told yet
         log.info("published model version %s (previous: %s)", version, previous)
+
+    # --- the pointer's compare-and-swap (see publish) -----------------------------------------------------
+    @contextlib.contextmanager
+    def _pointer_lock(self) -> Iterator[None]:
+        """Local folder: an exclusive ``flock`` on ``models/`` for the block. S3: nothing (conditional PUT)."""
+        if not isinstance(self.bucket, LocalBucket):
+            yield
+            return
+        import fcntl
+
+        folder = self.bucket.root / MODELS
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _read_pointer(self) -> tuple[dict | None, str | None]:
+        """(the pointer document or None, the token a conditional write needs: the S3 ETag, None locally)."""
+        if not isinstance(self.bucket, S3Bucket):
+            try:
+                return self.bucket.read_json(POINTER), None
+            except FileNotFoundError:
+                return None, None
+        try:
+            resp = self.bucket.client.get_object(Bucket=self.bucket.bucket, Key=self.bucket._key(POINTER))
+        except Exception as exc:
+            if _is_not_found(exc):
+                return None, None
+            raise
+        with contextlib.closing(resp["Body"]) as body:
+            return json.loads(body.read().decode("utf-8")), resp["ETag"]
+
+    def _swap_pointer(self, new: dict, token: str | None) -> None:
+        """Write the pointer if it is still what ``_read_pointer`` saw (local: under ``_pointer_lock``)."""
+        if not isinstance(self.bucket, S3Bucket):
+            self.bucket.write_json(POINTER, new)
+            return
+        body = (
+            json.dumps(new, indent=2, sort_keys=True, allow_nan=False, ensure_ascii=False) + "\n"
+        ).encode()
+        cond = {"IfMatch": token} if token else {"IfNoneMatch": "*"}
+        try:
+            self.bucket.client.put_object(
+                Bucket=self.bucket.bucket, Key=self.bucket._key(POINTER), Body=body, **cond
+            )
+        except Exception as exc:
+            resp = getattr(exc, "response", None) or {}
+            code = str(resp.get("Error", {}).get("Code", ""))
+            status = resp.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code not in ("PreconditionFailed", "ConditionalRequestConflict") and status not in (409, 412):
+                raise
+            now, _ = self._read_pointer()
+            if now == new:  # our own PUT landed and the client retried it (the response was lost): we won
+                return
+            raise PointerMovedError(
+                f"current version moved to {(now or {}).get('version')} while publishing {new['version']}: "
+                "a concurrent publish won (conditional PUT refused); not publishing (run the DAG again)"
+            ) from None
 
     def reject(self, version: str, reason: str, gate: dict | None = None) -> None:
         """Mark ``version`` rejected (it can never be published) with the reason and the gate's report."""

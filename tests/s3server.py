@@ -6,10 +6,12 @@ freshly created bucket, so tests never see each other's objects.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -98,3 +100,108 @@ def create_bucket(name: str | None = None) -> str:
     name = name or f"test-{uuid.uuid4().hex[:12]}"
     shared_s3_client().create_bucket(Bucket=name)
     return name
+
+
+# --- outage injection ------------------------------------------------------------------------------------------
+class TcpProxy:
+    """A TCP proxy in front of the moto server, to make "the S3 server" unavailable and available again.
+
+    This is how ``tests/test_faults.py`` injects an S3 outage: the clients talk to ``proxy.endpoint``, and
+    :meth:`stop` closes the listening socket and severs every open connection, so requests fail the way they do
+    when a server is down (connection reset, then connection refused); :meth:`start` listens on the same port
+    again. moto keeps its whole state in memory, so killing moto itself would lose the bucket; the proxy makes the
+    server unreachable while its state survives, which is what an outage of a real S3 endpoint looks like to a
+    client.
+
+    ``cut_on(marker)`` arms a one-shot trigger: the first client chunk containing ``marker`` (e.g.
+    ``b"PUT /bucket/models/CURRENT "``, an HTTP request line) is *not* forwarded and the proxy stops at that
+    instant, so the outage begins exactly at that request. ``stopped`` is set when that happens.
+    """
+
+    def __init__(self, target: str, port: int | None = None) -> None:
+        from urllib.parse import urlparse
+
+        u = urlparse(target)
+        self.target = (u.hostname or "127.0.0.1", int(u.port or 80))
+        self.port = port or free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._lock = threading.Lock()
+        self._listener: socket.socket | None = None
+        self._conns: set[socket.socket] = set()
+        self._marker: bytes | None = None
+        self.stopped = threading.Event()
+        self.cut_requests: list[bytes] = []
+
+    def start(self) -> TcpProxy:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", self.port))
+        s.listen(64)
+        with self._lock:
+            self._listener = s
+        self.stopped.clear()
+        threading.Thread(target=self._accept, args=(s,), daemon=True, name="tcp-proxy-accept").start()
+        return self
+
+    def stop(self) -> None:
+        """Refuse new connections and sever the open ones (idempotent)."""
+        with self._lock:
+            listener, self._listener = self._listener, None
+            conns, self._conns = set(self._conns), set()
+        if listener is not None:
+            _close(listener)
+        for c in conns:
+            _close(c)
+        self.stopped.set()
+
+    def cut_on(self, marker: bytes) -> None:
+        self._marker = marker
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:  # the listener was closed: the outage began
+                return
+            try:
+                upstream = socket.create_connection(self.target, timeout=10)
+                upstream.settimeout(None)
+            except OSError:
+                _close(client)
+                continue
+            with self._lock:
+                if self._listener is not listener:
+                    _close(client)
+                    _close(upstream)
+                    return
+                self._conns.update((client, upstream))
+            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, from_client: bool) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                marker = self._marker
+                if from_client and marker is not None and marker in data:
+                    self._marker = None
+                    self.cut_requests.append(data.split(b"\r\n", 1)[0])
+                    self.stop()
+                    return
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            _close(src)
+            _close(dst)
+            with self._lock:
+                self._conns.discard(src)
+                self._conns.discard(dst)
+
+
+def _close(s: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        s.shutdown(socket.SHUT_RDWR)
+    s.close()

@@ -255,8 +255,10 @@ def test_pointer_only_after_publish(store: ModelStore) -> None:
     order: list[str] = []
     write_json = store.bucket.write_json
     store.bucket.write_json = lambda key, obj: (order.append(key), write_json(key, obj))  # type: ignore[method-assign]
+    swap = store._swap_pointer  # the pointer's compare-and-swap (a conditional PUT on S3, not write_json)
+    store._swap_pointer = lambda new, token: (order.append("swap"), swap(new, token))  # type: ignore[method-assign]
     store.publish(v1)
-    assert order == ["models/versions/v1/manifest.json", "models/CURRENT"]  # pointer last
+    assert [k for k in order if k != POINTER] == ["models/versions/v1/manifest.json", "swap"]  # pointer last
     assert store.current() == "v1"
     assert store.bucket.read_json(POINTER) == {
         "version": "v1",
