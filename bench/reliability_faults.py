@@ -367,10 +367,14 @@ def dag_facts(work: Path, proc: subprocess.Popen | None = None) -> dict:
 
 def spark_submit_command(dag: dict, argv: list[str]) -> tuple[list[str], dict[str, str]]:
     """The command line and environment ``SparkSubmitOperator`` runs for the update task (``local[2]``, the
-    ``spark_default`` connection of the tests): ``--master``, ``--conf`` pairs, ``--name``, ``--driver-memory``,
+    ``spark_default`` connection of the tests): ``--master``, ``--conf`` pairs (with the driver JVM options), ``--name``, ``--driver-memory``,
     the application and its argv."""
+    from streamrec import jvm
+
     cmd = [str(VENV_BIN / "spark-submit"), "--master", dag["conn_master"]]
-    for k, v in (dag["conf"] or {}).items():
+    # the driver JVM options the DAGs' pre_execute (prepare_task) adds when the task runs
+    conf = {"spark.driver.extraJavaOptions": jvm.driver_java_options(), **(dag["conf"] or {})}
+    for k, v in conf.items():
         cmd += ["--conf", f"{k}={v}"]
     cmd += ["--name", dag["name"], "--driver-memory", dag["driver_memory"], dag["application"], *argv]
     env = {**os.environ, **(dag["env_vars"] or {})}
