@@ -58,6 +58,10 @@ def _absorb_group(mu: float, rank: int, params: UpdateParams):
     """The grouped-map function: one pandas frame holding the whole touched sub-problem -> new rows."""
 
     def run(pdf: pd.DataFrame) -> pd.DataFrame:
+        # Spark does not promise the order of a group's rows (local mode happens to keep it; a cluster's
+        # shuffle need not): sorted, the floating-point sums run in one order and a retried or re-run update
+        # gives the same bits wherever it runs.
+        pdf = pdf.sort_values(["kind", USER, ITEM, RATING], kind="mergesort", na_position="first")
         r = pdf[pdf["kind"] == "r"]
         sides = {}
         for kind in ("u", "i"):

@@ -186,3 +186,50 @@ def test_no_divergence_whatever_the_batch_shape(seed, lr, heavy, passes):
     after = sse(got_u, got_i)
     assert math.isfinite(after)
     assert after <= before + ridge + 1e-9
+
+
+@pytest.mark.unit
+def test_update_group_gives_the_same_bits_whatever_the_row_order() -> None:
+    """The grouped-map function of the Spark update sorts its rows: Spark does not promise their order."""
+    import pandas as pd
+
+    from streamrec.model import UpdateParams
+    from streamrec.update import _absorb_group
+
+    rng = np.random.default_rng(7)
+    rank, n = 3, 400
+    users, items = np.arange(1, 31), np.arange(101, 141)
+    r = pd.DataFrame(
+        {
+            "kind": "r",
+            "user": rng.choice(users, n),
+            "item": rng.choice(items, n),
+            "rating": rng.choice(np.arange(1, 11) / 2, n),
+            "bias": None,
+            "n": None,
+            "factors": None,
+        }
+    )
+
+    def side(kind: str, ids: np.ndarray) -> pd.DataFrame:
+        known = ids % 3 != 0  # a third are new (n = 0, no factors)
+        return pd.DataFrame(
+            {
+                "kind": kind,
+                "user": ids,
+                "item": None,
+                "rating": None,
+                "bias": np.where(known, rng.normal(0, 0.3, len(ids)), 0.0),
+                "n": np.where(known, rng.integers(1, 50, len(ids)), 0),
+                "factors": [list(rng.normal(0, 0.1, rank)) if k else None for k in known],
+            }
+        )
+
+    pdf = pd.concat([r, side("u", users), side("i", items)], ignore_index=True)
+    run = _absorb_group(3.5, rank, UpdateParams())
+    a = run(pdf).sort_values(["side", "id"]).reset_index(drop=True)
+    b = run(pdf.sample(frac=1.0, random_state=3).reset_index(drop=True)).sort_values(["side", "id"])
+    b = b.reset_index(drop=True)
+    assert a[["side", "id", "n"]].equals(b[["side", "id", "n"]])
+    assert np.array_equal(a["bias"].to_numpy(), b["bias"].to_numpy())
+    assert np.array_equal(np.stack(a["factors"]), np.stack(b["factors"]))
