@@ -16,8 +16,11 @@ update DAG does. Counts, per corpus entry (a folder partition is one entry):
                  quarantined), or a raw file whose bytes changed
 ``as_documented`` / ``not_as_documented``  outcome (and rule and reason substring) equal to ``EXPECTED.json``
 
-``faults`` (fault injection) and ``load`` (throughput under load) are other work: ``null`` here. Prints one
-line per entry that is not as documented, then one JSON object on the last line.
+``faults``: each fault of ``bench/reliability_faults.py`` injected once (SIGKILL of the update job, S3 outage
+during publish, failure after the pointer write, two publishes at once), ``faults_injected`` / ``faults_survived``
+and the checks of each; ``--no-faults`` skips them (~5 min).
+
+Prints one line per entry that is not as documented, then one JSON object on the last line.
 """
 
 from __future__ import annotations
@@ -125,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--no-big", action="store_true", help="skip the generated file over the size limit")
     ap.add_argument("--workdir", help="where to build the bucket (default: a temporary folder, removed)")
+    ap.add_argument("--no-faults", action="store_true", help="skip the injected faults")
     args = ap.parse_args(argv)
     if args.workdir:
         work = Path(args.workdir)
@@ -134,10 +138,20 @@ def main(argv: list[str] | None = None) -> int:
     else:
         with tempfile.TemporaryDirectory(prefix="streamrec-reliability-") as tmp:
             res = run(Path(tmp) / "bucket", not args.no_big)
+    if not args.no_faults:
+        sys.path.insert(0, str(REPO / "bench"))
+        from reliability_faults import run_faults
+
+        f = run_faults()
+        res["faults"] = {k: f[k] for k in ("faults_injected", "faults_survived")}
+        res["faults"]["details"] = f.get("details")
     for line in res.pop("_off"):
         print(line)
-    print(json.dumps(res))
-    return 0 if res["crashed"] == 0 and res["lost"] == 0 and res["not_as_documented"] == 0 else 1
+    print(json.dumps(res, default=str))
+    ok = res["crashed"] == 0 and res["lost"] == 0 and res["not_as_documented"] == 0
+    if res["faults"] is not None:
+        ok = ok and res["faults"]["faults_survived"] == res["faults"]["faults_injected"]
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
