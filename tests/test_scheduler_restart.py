@@ -64,7 +64,8 @@ def test_the_fault_hit_a_running_update(outcome):
 def test_every_partition_exactly_once_in_arrival_order(outcome):
     assert outcome["lineage"] == outcome["dropped"] == ["p-00001", "p-00002", "p-00003", "p-00004"]
     # two per run: two published update versions, none rejected
-    assert sorted(outcome["update_versions"].values()) == ["published", "published"], outcome["update_versions"]
+    versions = outcome["update_versions"]
+    assert sorted(versions.values()) == ["published", "published"], versions
 
 
 def test_published_model_equals_a_clean_run(outcome):
