@@ -35,8 +35,9 @@ rejected and held; re-queueing any partition of a rejected batch releases all of
 up, not as the steady state. Memory stays bounded by N, not by the backlog: a run reads only its batch. The
 partitions of a batch are applied in order inside one Spark application (`jobs/update.py --partition ID=URI`
 repeated), each on the model the previous one left, so the resulting model does not depend on how the stream was
-cut into runs. Several partitions are a loop inside the `update` task rather than mapped task instances:
-Airflow cannot order mapped instances, and the order is the point.
+cut into runs (`tests/test_scheduler_restart.py`: two runs of two partitions, one of them killed and retried, give
+bit for bit the arrays of one run of all four). Several partitions are a loop inside the `update` task rather
+than mapped task instances: Airflow cannot order mapped instances, and the order is the point.
 
 **Exactly once, even after a crash.** What is applied lives in the model: the published manifest's
 `partitions`. A crash before the publish leaves the partition pending (the next run redoes it; the version id
