@@ -18,13 +18,26 @@ short-circuits (the run ends in a second, everything else skipped). Why not the 
   still has to be reconciled against the lineage. It is the upgrade path; the listing stays the source of truth.
 * Listing costs one `LIST` per 30 s; a detection delay of ≤ 30 s fits the freshness target (≤ 60 s).
 
-**One partition per run.** Each run validates the pending partitions in arrival order, quarantining each that
-fails the data contract (the run carries on with the next), and applies the *first one that passes*: update
-(and evaluate) → gate → publish | reject. The next run (started right after this one: the schedule is already due)
-takes the next partition. One partition per candidate means the gate judges one partition at a time (a damaging
-partition cannot take good ones down with it), a rejected version names exactly the partition it held, and every
-run's graph and logs are about one partition. Several partitions in one run would need a loop inside one task
-(Airflow cannot order mapped task instances), hiding the steps from the UI.
+**One partition per run by default; a batch to catch up** (Param `max_partitions_per_run`, default
+`$STREAMREC_MAX_PARTITIONS_PER_RUN` read when the DAG is parsed, else 1: the analogue of Spark Structured
+Streaming's `maxFilesPerTrigger`). Each run validates the pending partitions in arrival order, quarantining each
+that fails the data contract (the run carries on with the next), and applies the *first N that pass*, in arrival
+order, as one candidate: update (and evaluate) → gate → publish | reject. The next run (started right after this
+one: the schedule is already due) takes the next ones; partitions after the batch are not even checked.
+
+Why 1 stays the default: one partition per candidate means the gate judges one partition at a time (a damaging
+partition cannot take good ones down with it), a rejected version names exactly the partition it held, and
+every run's graph and logs are about one partition. At one run a minute that is plenty for a steady stream, but
+not for a backlog (an outage, a bulk re-drop): 200 partitions would take over three hours. A batch pays the
+JVM start-up, the scheduling gaps and the model's read and write once per N partitions instead of once per
+partition; the cost is that the gate judges the batch as a whole (one damaging partition gets the whole batch
+rejected and held; re-queueing any partition of a rejected batch releases all of them), so raise it to catch
+up, not as the steady state. Memory stays bounded by N, not by the backlog: a run reads only its batch. The
+partitions of a batch are applied in order inside one Spark application (`jobs/update.py --partition ID=URI`
+repeated), each on the model the previous one left, so the resulting model does not depend on how the stream was
+cut into runs (`tests/test_scheduler_restart.py`: two runs of two partitions, one of them killed and retried, give
+bit for bit the arrays of one run of all four). Several partitions are a loop inside the `update` task rather
+than mapped task instances: Airflow cannot order mapped instances, and the order is the point.
 
 **Exactly once, even after a crash.** What is applied lives in the model: the published manifest's
 `partitions`. A crash before the publish leaves the partition pending (the next run redoes it; the version id
@@ -47,8 +60,8 @@ Spark application: one JVM start-up per partition instead of two, the largest sh
 given in the run's conf wins. The manifest records the set under `params.param_set.update`.
 
 **Rejected partitions** do not vanish: the candidate stays in `models/versions/<version>/` with status
-`rejected`, its gate report and `new_partitions: [id]`; the index lists it. The partition is not retried by
-itself. To re-queue it (e.g. after tuning or a retrain), trigger this DAG with
+`rejected`, its gate report and `new_partitions: [id, ...]`; the index lists it. The partition is not retried
+by itself. To re-queue it (e.g. after tuning or a retrain), trigger this DAG with
 `{"requeue": ["<partition id>"]}`: the rejected version gets `requeued_at` (it stays rejected, never published)
 and the partition is pending again. The same Param releases a partition held by a rollback or the quarantine
 (`streamrec.review.requeue`, the review page's action; each re-queue is an event in the review log). A
@@ -59,6 +72,7 @@ back too.
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timedelta
 
 from _streamrec_common import DEFAULT_ARGS, gate_and_publish, gate_params, review_links, spark_job
@@ -69,6 +83,13 @@ from airflow.sdk import Param, dag, task
 def _who(dag_run) -> str | None:
     """Who triggered the run (Airflow 3.1+ records it), for the review log."""
     return getattr(dag_run, "triggering_user_name", None)
+
+
+def _default_batch() -> int:
+    """The form's default for ``max_partitions_per_run``: ``$STREAMREC_MAX_PARTITIONS_PER_RUN`` when it is a
+    whole number >= 1, else 1 (a bad value must not break the DAG's import; the task re-checks the Param)."""
+    text = os.environ.get("STREAMREC_MAX_PARTITIONS_PER_RUN", "").strip()
+    return int(text) if text.isdigit() and int(text) >= 1 else 1
 
 
 @dag(
@@ -91,6 +112,15 @@ def _who(dag_run) -> str | None:
             "quarantine (logged in the review log, like the review page's re-queue)",
         ),
         "build_docs": Param(True, type="boolean", description="build GX Data Docs for every partition"),
+        "max_partitions_per_run": Param(
+            _default_batch(),
+            type="integer",
+            minimum=1,
+            maximum=1000,
+            description="contract-passing partitions applied per run, in arrival order, as one candidate "
+            "(1: the gate judges each partition alone; more: catch up on a backlog). "
+            "Default: $STREAMREC_MAX_PARTITIONS_PER_RUN, else 1",
+        ),
         # tuning: hyper-parameters default to null = from the parameter set, else built-in (streamrec.paramsets)
         **hyper_params(UPDATE_FIELDS),
     },
@@ -120,7 +150,12 @@ def streamrec_update():
 
         bucket, store = pipeline.open_bucket()
         sel = pipeline.check_and_select(
-            bucket, store, found, dag_run.run_after.timestamp(), build_docs=params.get("build_docs", True)
+            bucket,
+            store,
+            found,
+            dag_run.run_after.timestamp(),
+            build_docs=params.get("build_docs", True),
+            max_partitions=params.get("max_partitions_per_run"),
         )
         for row in sel["checked"]:
             print(
@@ -131,26 +166,17 @@ def streamrec_update():
             keys = [f"reports/partitions/{r['id']}/report.json" for r in sel["checked"]]
             keys += [f"reports/datadocs/{r['id']}/index.html" for r in sel["checked"] if r.get("docs")]
             print(review_links(*keys))
-        if sel["selected"] is None:
+        if not sel["partitions"]:
             if sel["checked"]:
                 print(f"index: {bucket.uri(reports.write_index(bucket, store))}")
             return {}
-        part = sel["selected"]
-        version = pipeline.version_id("upd", dag_run.run_id, dag_run.run_after, part["id"])
-        uri = bucket.spark_uri(part["key"])
-        argv = [
-            "--bucket",
-            pipeline.bucket_uri(),
-            "--base",
-            found["base"],
-            "--version",
-            version,
-            "--partition",
-            f"{part['id']}={uri}",
-            "--scale",
-            sel["scale"],
-            "--evaluate",
-        ]
+        ids = [part["id"] for part in sel["partitions"]]
+        print(f"this run applies {len(ids)} partition(s), in arrival order: {ids}")
+        version = pipeline.version_id("upd", dag_run.run_id, dag_run.run_after, pipeline.batch_suffix(ids))
+        argv = ["--bucket", pipeline.bucket_uri(), "--base", found["base"], "--version", version]
+        for part in sel["partitions"]:
+            argv += ["--partition", f"{part['id']}={bucket.spark_uri(part['key'])}"]
+        argv += ["--scale", sel["scale"], "--evaluate"]
         # tuning: explicit form value > stored parameter set > built-in default
         from streamrec import paramsets
 
@@ -164,7 +190,7 @@ def streamrec_update():
             "version": version,
             "scale": sel["scale"],
             "argv": argv,
-            "partition": part["id"],
+            "partitions": ids,
             "expected_current": found["base"],
             "checked": sel["checked"],
             "gate": {

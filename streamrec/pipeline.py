@@ -162,7 +162,10 @@ def pending(bucket: Bucket, store: ModelStore) -> dict:
 
 def requeue(store: ModelStore, partition_ids: Iterable[str], when: datetime | None = None) -> list[str]:
     """Release partitions held by rejected versions: those versions get ``requeued_at`` (they stay rejected and
-    are never published); the partitions become pending again. Returns the versions changed."""
+    are never published); the partitions become pending again. Returns the versions changed.
+
+    A rejected *batch* (a candidate of several partitions, ``max_partitions_per_run`` > 1) is one gate decision:
+    naming any of its partitions releases all of them (the next run checks and batches them again)."""
     wanted = set(partition_ids)
     changed = []
     stamp = (when or datetime.now(UTC)).isoformat(timespec="seconds")
@@ -385,19 +388,49 @@ def scale_of(store: ModelStore, version: str | None):
     return RatingScale.parse(text) if text else RatingScale()
 
 
+MAX_PARTITIONS_ENV = "STREAMREC_MAX_PARTITIONS_PER_RUN"
+
+
+def max_partitions_per_run(value: int | str | None = None) -> int:
+    """How many contract-passing partitions one update run applies (the analogue of Spark Structured
+    Streaming's ``maxFilesPerTrigger``): ``value`` if given, else ``$STREAMREC_MAX_PARTITIONS_PER_RUN``, else 1.
+    Must be a whole number >= 1 (``ValueError`` otherwise)."""
+    if value is None or value == "":
+        value = os.environ.get(MAX_PARTITIONS_ENV) or 1
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"max_partitions_per_run must be a whole number >= 1, got {value!r}") from None
+    if isinstance(value, float) and value != n or n < 1:
+        raise ValueError(f"max_partitions_per_run must be a whole number >= 1, got {value!r}")
+    return n
+
+
 def check_and_select(
-    bucket: Bucket, store: ModelStore, plan: dict, now_ts: float, build_docs: bool = True
+    bucket: Bucket,
+    store: ModelStore,
+    plan: dict,
+    now_ts: float,
+    build_docs: bool = True,
+    max_partitions: int | None = 1,
 ) -> dict:
     """Check the pending partitions of ``plan`` (from :func:`pending`) in arrival order against the data
-    contract; quarantine each one that fails (the raw file stays where it is) and stop at the first one that
-    passes: the one partition this run applies. Returns ``{"selected": partition dict | None, "checked": [...]}``.
+    contract; quarantine each one that fails (the raw file stays where it is) and stop once
+    ``max_partitions`` have passed (``None``: :func:`max_partitions_per_run` from the environment, else 1):
+    the batch this run applies, in arrival order. Partitions after the batch are not checked (the next run
+    does). Returns ``{"partitions": [partition dict, ...], "selected": the first of them | None,
+    "checked": [...], "scale": ...}``.
     """
     from streamrec.contract import Partition, check_partition
     from streamrec.contract import quarantine as quarantine_partition
 
+    limit = max_partitions_per_run(max_partitions)
     scale = scale_of(store, plan.get("base"))
-    checked = []
+    checked: list[dict] = []
+    batch: list[dict] = []
     for d in plan.get("pending", []):
+        if len(batch) >= limit:
+            break
         part = Partition.from_dict(d)
         check = check_partition(bucket, part, scale, now_ts, build_docs=build_docs)
         row = {
@@ -410,8 +443,21 @@ def check_and_select(
         }
         if not check.ok:
             row["quarantine"] = bucket.uri(quarantine_partition(bucket, part, check))
-            checked.append(row)
-            continue
+        else:
+            batch.append(d)
         checked.append(row)
-        return {"selected": d, "checked": checked, "scale": str(scale)}
-    return {"selected": None, "checked": checked, "scale": str(scale)}
+    return {
+        "partitions": batch,
+        "selected": batch[0] if batch else None,
+        "checked": checked,
+        "scale": str(scale),
+    }
+
+
+def batch_suffix(partition_ids: Sequence[str]) -> str:
+    """The version-id suffix naming a batch: the partition id for one, ``<first>-n<count>`` for several
+    (:func:`version_id` keeps 60 characters; the manifest's ``new_partitions`` names them all)."""
+    ids = list(partition_ids)
+    if not ids:
+        raise ValueError("an update batch needs at least one partition")
+    return ids[0] if len(ids) == 1 else f"{ids[0][:48]}-n{len(ids)}"

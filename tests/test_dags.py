@@ -60,15 +60,14 @@ print("@@" + json.dumps(out, default=str))
 """
 
 
-@pytest.fixture(scope="module")
-def parsed(tmp_path_factory):
-    home = tmp_path_factory.mktemp("airflow_home")
+def _parse_dags(home, **extra_env: str) -> dict:
     env = {
         **os.environ,
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__UNIT_TEST_MODE": "True",
+        **extra_env,
     }
     proc = subprocess.run(
         [sys.executable, "-c", _PARSE, str(DAGS), ",".join(HEAVY)],
@@ -80,6 +79,11 @@ def parsed(tmp_path_factory):
     assert proc.returncode == 0, proc.stderr[-4000:]
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("@@")][-1]
     return json.loads(line[2:])
+
+
+@pytest.fixture(scope="module")
+def parsed(tmp_path_factory):
+    return _parse_dags(tmp_path_factory.mktemp("airflow_home"))
 
 
 def test_every_dag_imports_without_errors(parsed):
@@ -219,3 +223,17 @@ def test_tune_trial_flags_are_the_jobs_flags():
     up = UpdateParams(lr=0.3, passes=2, decay=0.7, reg=1.5)
     ns = job.parse(["update", "--bucket", "b", "--run", "r", "--trial", "1", *up.to_argv()])
     assert UpdateParams.from_args(ns) == up
+
+
+def test_update_batch_size_param(parsed, tmp_path):
+    """``max_partitions_per_run`` (catch-up batching): on the form, default 1 unless
+    ``$STREAMREC_MAX_PARTITIONS_PER_RUN`` says otherwise when the DAG is parsed; a bad value falls back to 1
+    instead of breaking the DAG's import."""
+    if "STREAMREC_MAX_PARTITIONS_PER_RUN" not in os.environ:
+        assert parsed["dags"]["streamrec_update"]["param_defaults"]["max_partitions_per_run"] == 1
+    seven = _parse_dags(tmp_path / "a", STREAMREC_MAX_PARTITIONS_PER_RUN="7")
+    assert seven["import_errors"] == {}
+    assert seven["dags"]["streamrec_update"]["param_defaults"]["max_partitions_per_run"] == 7
+    junk = _parse_dags(tmp_path / "b", STREAMREC_MAX_PARTITIONS_PER_RUN="lots")
+    assert junk["import_errors"] == {}
+    assert junk["dags"]["streamrec_update"]["param_defaults"]["max_partitions_per_run"] == 1

@@ -1,0 +1,96 @@
+"""The "scheduler restart" fault, for real: Airflow 3's api-server, dag-processor and scheduler as separate
+processes (SQLite, LocalExecutor), a small model bootstrapped with ``jobs/bootstrap.py``, four partitions
+dropped, two applied per update run (``STREAMREC_MAX_PARTITIONS_PER_RUN=2``).
+
+While the first run's ``update`` task is running its Spark job (as soon as the job starts writing its candidate
+version), the scheduler and everything it started (LocalExecutor workers, the task runner, ``spark-submit`` and
+the Spark driver) are killed with SIGKILL: a scheduler crash as it happens to a container or pod (OOM kill, node
+loss), not a graceful SIGTERM. The scheduler is started again and the test waits until every partition is
+applied. The scenario is ``bench/reliability_load.py:run_scheduler_restart`` (the benchmark reports the same
+checks); the task-heartbeat and orphan timeouts are lowered there (30 s / 20 s instead of 300 s) so the test
+takes minutes.
+
+What must hold afterwards:
+
+* the published model is *bit for bit* the model a clean run gives: ``jobs/update.py`` with the same four
+  partitions, in order, in one Spark application, on a copy of the bootstrapped bucket (so the update is
+  deterministic for the same inputs, and cutting the stream into runs changes nothing);
+* every partition exactly once in the published lineage, in arrival order;
+* the pointer names a complete version (manifest, every listed Parquet file present with its size, readable);
+  the half-written candidate of the killed try is never visible (the retry rewrites the same version id);
+* every update run ended ``success``; no task instance is left failed; the killed try was followed by a try that
+  succeeded.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parent.parent
+BUDGET_S = 300
+
+
+@pytest.fixture(scope="module")
+def outcome(tmp_path_factory):
+    if shutil.which("java") is None:
+        pytest.skip("needs Java for Spark")
+    sys.path.insert(0, str(REPO / "bench"))
+    from reliability_load import run_scheduler_restart
+
+    t0 = time.time()
+    res = run_scheduler_restart(workdir=tmp_path_factory.mktemp("restart"))
+    res["test_seconds"] = round(time.time() - t0, 1)
+    print(json.dumps(res, indent=1, default=str))
+    assert "error" not in res, res.get("error")
+    return res
+
+
+def test_the_fault_hit_a_running_update(outcome):
+    d = outcome["fault_detail"]
+    assert d["update_task_state_at_kill"] == "running", d
+    assert outcome["checks"]["fault_hit_a_running_spark_job"], d
+    assert {"scheduler", "task", "spark"} <= set(d["killed"]), d
+    assert d["survivors"] == [], "SIGKILL of the scheduler's tree left processes running"
+
+
+def test_every_partition_exactly_once_in_arrival_order(outcome):
+    assert outcome["lineage"] == outcome["dropped"] == ["p-00001", "p-00002", "p-00003", "p-00004"]
+    # two per run: two published update versions, none rejected
+    versions = outcome["update_versions"]
+    assert sorted(versions.values()) == ["published", "published"], versions
+
+
+def test_published_model_equals_a_clean_run(outcome):
+    cmp = outcome["compare"]
+    assert cmp["same_ids"], cmp
+    assert cmp["identical"], f"the model after the crash differs from a clean run: {cmp}"
+
+
+def test_no_half_written_version(outcome):
+    assert outcome["checks"]["pointer_names_complete_version"], outcome["complete"]
+    assert outcome["checks"]["no_incomplete_version_visible"], outcome["incomplete_version_dirs"]
+    assert outcome["incomplete_version_dirs"] == [], "the retry rewrites the killed try's candidate"
+
+
+def test_no_task_left_failed_and_the_killed_try_was_retried(outcome):
+    assert outcome["dag_runs"] and set(outcome["dag_runs"].values()) == {"success"}, outcome["dag_runs"]
+    assert outcome["left_failed"] == {}
+    run = outcome["fault_detail"]["run"]
+    tries = outcome["retried_tasks"].get(f"{run}/update")
+    assert tries and tries[-1] == "success", outcome["retried_tasks"]
+
+
+def test_survived(outcome):
+    assert outcome["survived"], outcome["checks"]
+    # the budget (BUDGET_S on an idle 2-core machine) is reported, not asserted: wall time on a shared machine
+    # says more about its neighbours than about the recovery
+    if outcome["test_seconds"] > BUDGET_S:
+        print(f"over the {BUDGET_S} s budget: {outcome['timings_s']}")
