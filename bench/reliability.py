@@ -18,7 +18,12 @@ update DAG does. Counts, per corpus entry (a folder partition is one entry):
 
 ``faults``: each fault of ``bench/reliability_faults.py`` injected once (SIGKILL of the update job, S3 outage
 during publish, failure after the pointer write, two publishes at once), ``faults_injected`` / ``faults_survived``
-and the checks of each; ``--no-faults`` skips them (~5 min).
+and the checks of each, plus the scheduler restart of ``bench/reliability_load.py`` (SIGKILL of the scheduler's
+process tree mid-update, on a real Airflow); ``--no-faults`` skips them (~10 min).
+
+``load``: ``bench/reliability_load.py``'s ``run_load``: ``--load-partitions`` (default 200) partitions dropped at
+once on a real Airflow standalone, ``--per-run`` of them per update run; partitions/min, ratings/s, arrival
+order, exactly once, peak memory per quarter. ``--load-partitions 0`` skips it (200 take ~45 min on 2 cores).
 
 Prints one line per entry that is not as documented, then one JSON object on the last line.
 """
@@ -129,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-big", action="store_true", help="skip the generated file over the size limit")
     ap.add_argument("--workdir", help="where to build the bucket (default: a temporary folder, removed)")
     ap.add_argument("--no-faults", action="store_true", help="skip the injected faults")
+    ap.add_argument("--load-partitions", type=int, default=200, help="partitions for the load run (0: skip)")
+    ap.add_argument("--per-run", type=int, default=25, help="max_partitions_per_run of the load run")
     args = ap.parse_args(argv)
     if args.workdir:
         work = Path(args.workdir)
@@ -142,15 +149,28 @@ def main(argv: list[str] | None = None) -> int:
         sys.path.insert(0, str(REPO / "bench"))
         from reliability_faults import run_faults
 
+        from reliability_load import run_scheduler_restart
+
         f = run_faults()
-        res["faults"] = {k: f[k] for k in ("faults_injected", "faults_survived")}
-        res["faults"]["details"] = f.get("details")
+        details = list(f.get("details") or []) + [run_scheduler_restart()]
+        res["faults"] = {
+            "faults_injected": len(details),
+            "faults_survived": sum(bool(d.get("survived")) for d in details),
+            "details": details,
+        }
+    if args.load_partitions > 0:
+        sys.path.insert(0, str(REPO / "bench"))
+        from reliability_load import run_load
+
+        res["load"] = run_load(n_partitions=args.load_partitions, max_partitions_per_run=args.per_run)
     for line in res.pop("_off"):
         print(line)
     print(json.dumps(res, default=str))
     ok = res["crashed"] == 0 and res["lost"] == 0 and res["not_as_documented"] == 0
     if res["faults"] is not None:
         ok = ok and res["faults"]["faults_survived"] == res["faults"]["faults_injected"]
+    if res["load"] is not None:
+        ok = ok and bool(res["load"].get("exactly_once")) and bool(res["load"].get("arrival_order_respected"))
     return 0 if ok else 1
 
 
