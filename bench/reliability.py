@@ -148,7 +148,6 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_faults:
         sys.path.insert(0, str(REPO / "bench"))
         from reliability_faults import run_faults
-
         from reliability_load import run_scheduler_restart
 
         f = run_faults()
