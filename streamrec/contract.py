@@ -254,10 +254,11 @@ def partition_files(bucket: Bucket, partition_key: str) -> list[str]:
     ]
 
 
-REFUSED_KEY = (
-    "refused: not a key this bucket can address safely (an empty, '.' or '..' segment, a backslash or a NUL "
-    "could reach outside the bucket); never read, never moved: rename it to apply it"
+REFUSED_WHY = (
+    "not a key this bucket can address safely (an empty, '.' or '..' segment, a backslash or a NUL could reach "
+    "outside the bucket); never read, never moved: rename it to apply it"
 )
+REFUSED_KEY = f"refused: {REFUSED_WHY}"
 
 
 def list_incoming(
@@ -343,8 +344,7 @@ def _as_partition(bucket: Bucket, partition: Partition | str) -> Partition:
 # ----------------------------------------------------------------------------------------------------------------
 # Lenient parsing (file-level rules here; value rules in the GX suite)
 # ----------------------------------------------------------------------------------------------------------------
-# the file layouts (headers, separators, field counts, whether a timestamp is required) are the loader's
-_LAYOUTS, _UDATA = HEADER_LAYOUTS, UDATA_LAYOUT
+# (the file layouts, HEADER_LAYOUTS and UDATA_LAYOUT, are the loader's: one definition of the formats)
 
 
 class _FileProblem(Exception):
@@ -499,7 +499,7 @@ def _parse_text(name: str, data: bytes) -> _Rows:
         text = text[:-1]
     lines = pc.list_flatten(pc.split_pattern(pa.array([text], pa.large_string()), "\n"))
     first = lines[0].as_py().removeprefix(_BOM)
-    layout = _LAYOUTS.get(first)
+    layout = HEADER_LAYOUTS.get(first)
     if layout is None:
         if "\t" not in first:
             if not first.strip():
@@ -511,7 +511,7 @@ def _parse_text(name: str, data: bytes) -> _Rows:
                 f"{_short(first)} is not a known header ({CSV_HEADER_TS!r}, {CSV_HEADER!r} or "
                 f"{MOVIELENS_HEADER!r}) nor a tab-separated u.data line{_header_hint(first)}",
             )
-        layout = _UDATA
+        layout = UDATA_LAYOUT
         head = first.split("\t")[0]
         if not re.fullmatch(_INT, head):
             raise _FileProblem(

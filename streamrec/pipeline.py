@@ -306,16 +306,8 @@ def publish(store: ModelStore, version: str, expected_current: str | None) -> di
     The check and the pointer write are one compare-and-swap in ``ModelStore.publish``: of two runs publishing
     from the same base at once, exactly one wins and the other gets ``PointerMovedError`` (a ``StoreError``);
     its partition stays pending (it is not in the published lineage) and the next run applies it."""
-    from streamrec.store import PointerMovedError
-
-    current = store.current()
-    if current == version:
+    if store.current() == version:
         return store.read_manifest(version)
-    if current != expected_current:
-        raise PointerMovedError(
-            f"current version moved from {expected_current} to {current} while {version} was gated; "
-            "not publishing (run the DAG again)"
-        )
     store.publish(version, expected_current=expected_current)
     return store.read_manifest(version)
 
@@ -418,8 +410,7 @@ def check_and_select(
     contract; quarantine each one that fails (the raw file stays where it is) and stop once
     ``max_partitions`` have passed (``None``: :func:`max_partitions_per_run` from the environment, else 1):
     the batch this run applies, in arrival order. Partitions after the batch are not checked (the next run
-    does). Returns ``{"partitions": [partition dict, ...], "selected": the first of them | None,
-    "checked": [...], "scale": ...}``.
+    does). Returns ``{"partitions": [partition dict, ...], "checked": [...], "scale": ...}``.
     """
     from streamrec.contract import Partition, check_partition
     from streamrec.contract import quarantine as quarantine_partition
@@ -446,12 +437,7 @@ def check_and_select(
         else:
             batch.append(d)
         checked.append(row)
-    return {
-        "partitions": batch,
-        "selected": batch[0] if batch else None,
-        "checked": checked,
-        "scale": str(scale),
-    }
+    return {"partitions": batch, "checked": checked, "scale": str(scale)}
 
 
 def batch_suffix(partition_ids: Sequence[str]) -> str:

@@ -29,7 +29,7 @@ from typing import Any
 from urllib.parse import quote
 
 from streamrec.bucket import Bucket
-from streamrec.contract import DATADOCS, PARTITION_REPORTS, QUARANTINE, REFUSED_KEY, refused_incoming
+from streamrec.contract import DATADOCS, PARTITION_REPORTS, QUARANTINE, REFUSED_WHY, refused_incoming
 from streamrec.store import PUBLISHED, REJECTED, ModelStore
 
 __all__ = [
@@ -470,7 +470,7 @@ def write_index(bucket: Bucket, store: ModelStore) -> str:
     refused = refused_incoming(bucket)
     if refused:
         body.append(f"<h2>Refused object keys ({len(refused)})</h2>")
-        body.append(f'<p class="muted">{_e(REFUSED_KEY[len("refused: ") :])}.</p>')
+        body.append(f'<p class="muted">{_e(REFUSED_WHY)}.</p>')
         body.append("<table><tr><th>object key</th></tr>")
         body += [f"<tr><td><code>{_e(k)}</code></td></tr>" for k in refused]
         body.append("</table>")

@@ -196,7 +196,7 @@ def populate(uri: str, work: str | os.PathLike[str], docs: bool = True) -> dict:
             os.utime(bucket.uri(f"{incoming}/{name}"), (now + k, now + k))
     plan = pipeline.pending(bucket, store)
     sel = pipeline.check_and_select(bucket, store, plan, NOW_TS, build_docs=docs)
-    assert sel["selected"] and sel["selected"]["id"] == "p-damage", sel
+    assert sel["partitions"] and sel["partitions"][0]["id"] == "p-damage", sel
 
     # candidate v2 from p-damage: item biases flipped, the gate rejects it
     v2 = "v20261126T120000-upd-p-damage-000002"

@@ -69,7 +69,7 @@ def test_default_is_one_partition_per_run(stream) -> None:
     bucket, store = stream
     sel = pipeline.check_and_select(bucket, store, pipeline.pending(bucket, store), NOW, build_docs=False)
     assert [p["id"] for p in sel["partitions"]] == ["a"]
-    assert sel["selected"]["id"] == "a"
+    assert sel["partitions"][0]["id"] == "a"
     assert [r["id"] for r in sel["checked"]] == ["a"]
 
 
@@ -77,7 +77,7 @@ def test_batch_takes_the_first_n_passing_in_arrival_order(stream) -> None:
     bucket, store = stream
     sel = _select(bucket, store, 4)
     assert [p["id"] for p in sel["partitions"]] == ["a", "b", "c", "d"]
-    assert sel["selected"]["id"] == "a"
+    assert sel["partitions"][0]["id"] == "a"
     # checked in arrival order up to the 4th passing one; e is left for the next run (not even checked)
     assert [(r["id"], r["ok"]) for r in sel["checked"]] == [
         ("a", True),
@@ -105,7 +105,7 @@ def test_only_failures_select_nothing(tmp_path) -> None:
     store.publish(store.write_arrays(_arrays([1], [10]), {"kind": "bootstrap", "partitions": []}, "v1"))
     bucket.write_text(f"{pipeline.INCOMING}/x.csv", BAD)
     sel = _select(bucket, store, 5)
-    assert sel["partitions"] == [] and sel["selected"] is None
+    assert sel["partitions"] == []
     assert [(r["id"], r["ok"]) for r in sel["checked"]] == [("x", False)]
 
 

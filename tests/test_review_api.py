@@ -358,7 +358,7 @@ def test_requeue_quarantined_and_gate_rejected(client, airflow_auth, facts, buck
     # the next update run checks the same bytes again; they fail again and are held again (not every 30 s)
     bucket, store = pipeline.open_bucket(str(bucket_dir))
     sel = pipeline.check_and_select(bucket, store, plan, 1_790_000_000.0, build_docs=False)
-    assert sel["selected"] is None and sel["checked"][0]["ok"] is False
+    assert sel["partitions"] == [] and sel["checked"][0]["ok"] is False
     assert _pending(bucket_dir)["skipped"]["p-bad"] == "quarantined"
     assert client.get("/api/overview").json()["quarantined"][0]["requeued"] is False
 
