@@ -190,11 +190,7 @@ def gate_and_publish(plan, after, fail_on_reject: bool):
 
         _, store = pipeline.open_bucket(plan["bucket"])
         m = pipeline.publish(store, plan["version"], plan["expected_current"])
-        extra = {
-            "version": m["version"],
-            "rmse": pipeline.rmse_of(m),
-            "partitions": len(m.get("partitions", [])),
-        }
+        extra = pipeline.model_event_extra(m)
         context["outlet_events"][MODEL_ASSET].extra = extra
         print(f"published {m['version']}: {extra}")
         return extra

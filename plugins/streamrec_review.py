@@ -268,10 +268,12 @@ def create_app(bucket_uri: str | None = None, cache: Any = None) -> FastAPI:
             bucket, store, body.version, body.reason, _name(user), expected_current=body.expected_current
         )
         lookup_cache().forget_pointer()
-        m = store.read_manifest(body.version)
-        rmse = ((m.get("metrics") or {}).get("validation") or {}).get("rmse")
-        extra = {"version": body.version, "rmse": rmse, "partitions": len(m.get("partitions") or [])}
-        extra["rollback_of"] = event.get("from")
+        from streamrec import pipeline
+
+        extra = {
+            **pipeline.model_event_extra(store.read_manifest(body.version)),
+            "rollback_of": event.get("from"),
+        }
         return JSONResponse({**event, "asset_event": _model_asset_event(request, extra)})
 
     @app.post("/api/requeue")

@@ -336,6 +336,15 @@ def rmse_of(manifest: dict) -> float | None:
     return ((manifest.get("metrics") or {}).get("validation") or {}).get("rmse")
 
 
+def model_event_extra(manifest: dict) -> dict:
+    """The ``extra`` of a ``streamrec_model`` Asset event (a publish, a rollback): which model is current now."""
+    return {
+        "version": manifest["version"],
+        "rmse": rmse_of(manifest),
+        "partitions": len(manifest.get("partitions") or []),
+    }
+
+
 def summary(bucket: Bucket, store: ModelStore) -> dict:
     """Versions, their RMSE and status, applied / quarantined / rejected partitions: for the demo and bench."""
     versions = store.list_versions()
