@@ -200,7 +200,9 @@ def clone_bucket(src: Any, dst: Any) -> None:
 
 
 def compare(a: Any, b: Any) -> dict:
-    """``exact``: every id, count, bias and factor equal bit for bit (and mu, n); ``max_abs_diff`` of the floats."""
+    """Two ``ModelArrays``: ``exact`` (every id, count, bias and factor equal bit for bit, and mu, n),
+    ``same_ids`` (the same users and items), ``max_abs_diff`` of the floats."""
+    same_ids = bool(np.array_equal(a.user_ids, b.user_ids) and np.array_equal(a.item_ids, b.item_ids))
     exact = a.mu == b.mu and a.n == b.n and a.rank == b.rank
     diff = abs(a.mu - b.mu)
     for f in (
@@ -215,11 +217,11 @@ def compare(a: Any, b: Any) -> dict:
     ):
         x, y = getattr(a, f), getattr(b, f)
         if x.shape != y.shape:
-            return {"exact": False, "max_abs_diff": float("inf"), "field": f}
+            return {"exact": False, "same_ids": same_ids, "max_abs_diff": float("inf"), "field": f}
         exact = exact and bool(np.array_equal(x, y))
         if x.size and x.dtype.kind == "f":
             diff = max(diff, float(np.max(np.abs(x - y))))
-    return {"exact": bool(exact), "max_abs_diff": diff}
+    return {"exact": bool(exact), "same_ids": same_ids, "max_abs_diff": diff}
 
 
 def lineage_once(manifest: dict, expected: list[str]) -> bool:
@@ -559,13 +561,6 @@ def fault_s3_outage(world: World, moto_endpoint: str, cut: str = "pointer") -> d
 # ----------------------------------------------------------------------------------------------------------------
 # fault 3: failure after the pointer, before the run records success; the publish task retried
 # ----------------------------------------------------------------------------------------------------------------
-def asset_extra(m: dict) -> dict:
-    """What the publish task of ``dags/_streamrec_common.py`` puts on the ``streamrec_model`` Asset event."""
-    from streamrec import pipeline
-
-    return {"version": m["version"], "rmse": pipeline.rmse_of(m), "partitions": len(m.get("partitions", []))}
-
-
 def fault_after_pointer(world: World, bucket: Any) -> dict:
     """Fault 3, on ``bucket`` (empty; the candidates are cloned into it)."""
     from streamrec import faults, pipeline, runs
@@ -601,7 +596,7 @@ def fault_after_pointer(world: World, bucket: Any) -> dict:
         "partitions": 1,
     }
     details.update(
-        asset_extra=asset_extra(first),
+        asset_extra=pipeline.model_event_extra(first),
         report=report,
         pending_after=pending,
         model=cmp,
@@ -610,7 +605,9 @@ def fault_after_pointer(world: World, bucket: Any) -> dict:
     checks = {
         "died_after_pointer": died and current_after_fault == VA,
         "retry_idempotent": pointer_after_retries == pointer_after_fault and first == second,
-        "asset_event_right": asset_extra(first) == asset_extra(second) == expected_extra,
+        "asset_event_right": pipeline.model_event_extra(first)
+        == pipeline.model_event_extra(second)
+        == expected_extra,
         "report_right": report["status"] == "published" and bucket.exists(f"reports/gates/{VA}.html"),
         "not_applied_twice": refused_again and pending == [P2],
         "model_equal": bool(cmp["exact"]),

@@ -561,27 +561,6 @@ def complete_version(store, version: str) -> tuple[bool, str]:
     return True, "complete"
 
 
-def compare_models(a, b) -> dict:
-    """Bit-for-bit and numeric comparison of two ``ModelArrays``."""
-    import numpy as np
-
-    same_ids = np.array_equal(a.user_ids, b.user_ids) and np.array_equal(a.item_ids, b.item_ids)
-    out = {"same_ids": bool(same_ids), "mu": [a.mu, b.mu], "n": [a.n, b.n]}
-    if not same_ids:
-        return {**out, "identical": False, "max_abs_diff": None}
-    pairs = [
-        (a.user_bias, b.user_bias),
-        (a.item_bias, b.item_bias),
-        (a.user_factors, b.user_factors),
-        (a.item_factors, b.item_factors),
-        (a.user_n, b.user_n),
-        (a.item_n, b.item_n),
-    ]
-    diff = max(float(np.max(np.abs(x - y))) if x.size else 0.0 for x, y in pairs)
-    identical = all(np.array_equal(x, y) for x, y in pairs) and a.mu == b.mu and a.n == b.n
-    return {**out, "identical": bool(identical), "max_abs_diff": diff}
-
-
 def _task_tries(api: Api, dag_id: str, run_id: str) -> dict[str, list[str]]:
     """Task id -> the states of its tries, in order (history + the current try)."""
     from urllib.parse import quote
@@ -739,9 +718,11 @@ def run_scheduler_restart(
         lineage = manifest.get("partitions", [])
         ok_complete, why = complete_version(store, cur)
         _wait_job(ref_job, ref_log)
+        from reliability_faults import compare  # the same bit-for-bit comparison as the injected faults
+
         from streamrec.store import ModelStore
 
-        cmp = compare_models(store.load_arrays(cur), ModelStore(str(ref_dir)).load_arrays(ref_v))
+        cmp = compare(store.load_arrays(cur), ModelStore(str(ref_dir)).load_arrays(ref_v))
         runs = _runs(api, "streamrec_update", after=_iso_utc(t_drop - 1))
         tries = {r["dag_run_id"]: _task_tries(api, "streamrec_update", r["dag_run_id"]) for r in runs}
         left_failed = {
@@ -763,7 +744,7 @@ def run_scheduler_restart(
             "every_partition_applied": set(lineage) >= set(dropped),
             "exactly_once": len(lineage) == len(set(lineage)),
             "arrival_order": lineage == dropped,
-            "model_equals_clean_run": cmp["identical"],
+            "model_equals_clean_run": cmp["exact"],
             "pointer_names_complete_version": ok_complete and manifest.get("status") == "published",
             "no_incomplete_version_visible": all(
                 v not in {m["version"] for m in store.list_versions()} for v in incomplete

@@ -71,7 +71,7 @@ def test_every_partition_exactly_once_in_arrival_order(outcome):
 def test_published_model_equals_a_clean_run(outcome):
     cmp = outcome["compare"]
     assert cmp["same_ids"], cmp
-    assert cmp["identical"], f"the model after the crash differs from a clean run: {cmp}"
+    assert cmp["exact"], f"the model after the crash differs from a clean run: {cmp}"
 
 
 def test_no_half_written_version(outcome):
