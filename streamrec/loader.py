@@ -520,14 +520,21 @@ def _list_files(fs: _FS, path: str) -> list[str]:
 
 
 def _expand(fs: _FS, paths: str | Sequence[str]) -> list[str]:
+    return list(_expand_entries(fs, paths))
+
+
+def _expand_entries(fs: _FS, paths: str | Sequence[str]) -> dict[str, int]:
+    """The files ``paths`` stand for, in order, each mapped to the position of the entry it came from."""
     items = [paths] if isinstance(paths, str) else list(paths)
     if not items:
         raise ValueError("no ratings paths given")
-    files = [f for p in items for f in _list_files(fs, p)]
-    if len(set(files)) != len(files):
-        dup = sorted({f for f in files if files.count(f) > 1})
+    files = [(f, k) for k, p in enumerate(items) for f in _list_files(fs, p)]
+    out = dict(files)
+    if len(out) != len(files):
+        names = [f for f, _ in files]
+        dup = sorted({f for f in names if names.count(f) > 1})
         raise ValueError(f"ratings file(s) listed more than once: {dup}")
-    return files
+    return out
 
 
 def _head_layout(fs: _FS, path: str, fmt: str) -> _Layout:
@@ -942,7 +949,7 @@ def _text_group(spark: SparkSession, layout: _Layout, files: list[str], scale: R
             )
         ]
     )
-    data = annotated.where("NOT _blank AND NOT _hdr").selectExpr(*_OUTPUT)
+    data = annotated.where("NOT _blank AND NOT _hdr").selectExpr(*_OUTPUT, "_file")
     return _Group(layout, files, stats, annotated, data)
 
 
@@ -970,7 +977,7 @@ def _parquet_group(spark: SparkSession, layout: _Layout, files: list[str], scale
         F.expr("sum(CAST(NOT _ok AS BIGINT)) AS n_bad"),
         F.expr("min(CASE WHEN NOT _ok THEN _row END) AS bad_row"),
     )
-    data = annotated.selectExpr(*_OUTPUT)
+    data = annotated.selectExpr(*_OUTPUT, "_file")
     return _Group(layout, files, stats, annotated, data)
 
 
@@ -1073,7 +1080,11 @@ def _parquet_error(
 
 
 def read_ratings(
-    spark: SparkSession, paths: str | Sequence[str], scale: RatingScale = HALF_STAR, fmt: str = "auto"
+    spark: SparkSession,
+    paths: str | Sequence[str],
+    scale: RatingScale = HALF_STAR,
+    fmt: str = "auto",
+    source: str | None = None,
 ) -> DataFrame:
     """Read and validate ratings with Spark; returns a lazy DataFrame with ``schema.RATINGS_SCHEMA``.
 
@@ -1082,9 +1093,13 @@ def read_ratings(
     Spark aggregation per layout (usually one); on a broken rule :class:`RatingsFormatError` names the first bad
     line of the first bad file (in the order given). The returned DataFrame re-reads the files when used (cache
     it if it is used more than once) and fails loudly if a row no longer passes the rules.
+
+    ``source``: the name of an extra ``int`` column giving, for each row, the position in ``paths`` of the entry
+    it was read from (a batch of partitions read and validated in one job, then told apart).
     """
     fs: _FS = _HadoopFS(spark) if getattr(spark, "_jvm", None) is not None else _ArrowFS()
-    files = _expand(fs, paths)
+    entries = _expand_entries(fs, paths)
+    files = list(entries)
     layouts: dict[str, _Layout] = {}
     for f in files:
         layout = _head_layout(fs, f, fmt)
@@ -1114,6 +1129,7 @@ def read_ratings(
         for row in stats.collect():
             path = names.get(_norm_uri(row["_file"]), row["_file"])
             found.setdefault(path, (groups[row["_group"]], row["_file"], []))[2].append(row)
+    seen = {spark_file: path for path, (_, spark_file, _) in found.items() if path in entries}
     for f in files:
         if f not in found:
             continue
@@ -1124,6 +1140,18 @@ def read_ratings(
             err = _parquet_error(group, f, spark_file, rows[0], scale)
         if err is not None:
             raise err
+    from pyspark.sql import functions as F
+
     if not groups:
-        return spark.createDataFrame([], RATINGS_SCHEMA)
-    return reduce(lambda a, b: a.unionByName(b), [g.data for g in groups])
+        empty = spark.createDataFrame([], RATINGS_SCHEMA)
+        return empty if source is None else empty.withColumn(source, F.lit(None).cast("int"))
+    data = reduce(lambda a, b: a.unionByName(b), [g.data for g in groups])
+    if source is not None:
+        # Spark's name of each file (as its _metadata reports it) -> the entry of ``paths`` it came from
+        if len(seen) != len(found):
+            raise RuntimeError(
+                f"internal: Spark read files not asked for: {sorted(set(found) - set(entries))}"
+            )
+        origin = [x for spark_file, f in seen.items() for x in (F.lit(spark_file), F.lit(entries[f]))]
+        data = data.withColumn(source, F.create_map(*origin)[F.col("_file")].cast("int"))
+    return data.drop("_file")

@@ -7,6 +7,7 @@ so a benchmark runs the job's own code path.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sys
 import time
@@ -18,7 +19,7 @@ from pyspark.sql import DataFrame, SparkSession
 from streamrec import bootstrap, evaluate, split, update
 from streamrec.loader import read_ratings
 from streamrec.model import BootstrapParams, FactorModel, UpdateParams
-from streamrec.schema import HALF_STAR, RatingScale
+from streamrec.schema import HALF_STAR, RATINGS_SCHEMA, RatingScale
 from streamrec.store import PUBLISHED, ModelStore
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ def _hold_out(df: DataFrame, holdout: Holdout | None, name: str | None) -> tuple
     if name is None:
         return train, []
     uri = holdout.uri.rstrip("/") + "/" + name
-    held.write.mode("overwrite").parquet(uri)
+    held.select(*RATINGS_SCHEMA.fieldNames()).write.mode("overwrite").parquet(uri)
     return train, [uri]
 
 
@@ -146,16 +147,13 @@ def update_version(
     hold = Holdout(**base_manifest["holdout"]) if base_manifest.get("holdout") else None
     validation = list(base_manifest.get("validation", []))
     t0 = time.perf_counter()
-    prequential = {}
-    for pid, uri in partitions:
-        df = read_ratings(spark, uri, scale)
-        df, held = _hold_out(df, hold, f"partitions/{pid}")
-        validation += held
-        df = df.cache()
-        prequential[pid] = evaluate.prequential(current, df, scale)
-        current = update.apply(current, df, p)
-        current.users, current.items = current.users.localCheckpoint(), current.items.localCheckpoint()
-        df.unpersist()
+    # The whole batch is read and validated in one job, held out in one write, and scored (prequential) and
+    # absorbed partition after partition in one more (update.apply_batch): a few jobs per batch, not per partition.
+    batch = read_ratings(spark, [uri for _, uri in partitions], scale, source="seq").localCheckpoint()
+    batch, held = _hold_out(batch, hold, _holdout_name(ids))
+    validation += held
+    current, scores = update.apply_batch(current, batch, len(ids), p, scale)
+    prequential = dict(zip(ids, scores, strict=True))
     seconds = round(time.perf_counter() - t0, 3)
     vid = store.write_version(
         current,
@@ -174,6 +172,15 @@ def update_version(
         version,
     )
     return store.read_manifest(vid), current
+
+
+def _holdout_name(partition_ids: Sequence[str]) -> str:
+    """Where a batch's held-out rows go, under the hold-out URI: ``partitions/<id>`` for one partition,
+    ``batches/<first id>-n<count>-<digest of the ids>`` for several (a retry of the same batch rewrites it)."""
+    if len(partition_ids) == 1:
+        return f"partitions/{partition_ids[0]}"
+    digest = hashlib.sha256("\n".join(partition_ids).encode()).hexdigest()[:12]
+    return f"batches/{partition_ids[0][:48]}-n{len(partition_ids)}-{digest}"
 
 
 def _param_set_lineage(params: dict, param_set: dict | None) -> dict:

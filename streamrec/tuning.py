@@ -214,18 +214,13 @@ def pooled_rmse(parts: Sequence[dict]) -> float | None:
 
 def replay_trial(start, partitions: Sequence[tuple[str, Any]], params, scale) -> dict:
     """Prequential replay: for each ``(id, ratings)`` in order, score ``start`` on it, then absorb it with
-    ``update.apply(…, params)``. Returns the pooled RMSE and each partition's metrics."""
-    from streamrec import evaluate, update
+    ``update.apply(…, params)`` (``update.apply_many``: one Spark job). Returns the pooled RMSE and each
+    partition's metrics."""
+    from streamrec import update
 
     t0 = time.perf_counter()
-    model = start
-    per = {}
-    for pid, df in partitions:
-        df = df.cache()
-        per[pid] = evaluate.prequential(model, df, scale)
-        model = update.apply(model, df, params)
-        model.users, model.items = model.users.localCheckpoint(), model.items.localCheckpoint()
-        df.unpersist()
+    _, scores = update.apply_many(start, [df for _, df in partitions], params, scale)
+    per = dict(zip([pid for pid, _ in partitions], scores, strict=True))
     parts = list(per.values())
     n = sum(p["n"] for p in parts)
     mae = sum(p["n"] * p["mae"] for p in parts if p["mae"] is not None) / n if n else None

@@ -110,6 +110,41 @@ def test_spark_update_equals_the_numpy_core(spark, base):
             np.testing.assert_allclose(got[x][2], want.factors[k], atol=1e-12)
 
 
+def test_a_sequence_in_one_job_equals_scoring_and_applying_each_in_turn(spark, base):
+    """``apply_many`` (what a batched update runs) = prequential + ``apply`` partition by partition: B_2 sees the
+    ids B_1 added (user 99 is new in B_1, known in B_3), mu moves per partition, an empty partition is a no-op."""
+    parts = [
+        [(1, 10, 4.0, 1), (99, 11, 2.0, 2), (99, 13, 3.5, 3), (2, 12, 5.0, 4)],
+        [],
+        [(99, 10, 4.5, 5), (3, 13, 1.0, 6), (1, 14, 3.0, 7), (2, 10, 2.5, 8)],
+        [(4, 11, 4.0, 9), (99, 14, 5.0, 10)],
+    ]
+    frames = [ratings(spark, rows) for rows in parts]
+    p = UpdateParams(passes=2)
+    got, scores = update.apply_many(base, frames, p)
+    want, want_scores = base, []
+    for df in frames:
+        want_scores.append(evaluate.prequential(want, df))
+        want = update.apply(want, df, p)
+    assert got.n == want.n == 30 and got.mu == pytest.approx(want.mu, abs=1e-12)
+    for a, b in ((got.users, want.users), (got.items, want.items)):
+        ga, wb = rows_by_id(a), rows_by_id(b)
+        assert ga.keys() == wb.keys() and a.count() == len(ga)
+        for x in ga:
+            assert ga[x][1] == wb[x][1]
+            assert ga[x][0] == pytest.approx(wb[x][0], abs=1e-12)
+            np.testing.assert_allclose(ga[x][2], wb[x][2], atol=1e-12)
+    assert [s["n"] for s in scores] == [4, 0, 4, 2]
+    for s, w in zip(scores, want_scores, strict=True):
+        assert s["fallbacks"] == w["fallbacks"]
+        assert s["rmse"] == pytest.approx(w["rmse"], abs=1e-12) if w["n"] else s["rmse"] is None
+        assert s["mae"] == pytest.approx(w["mae"], abs=1e-12) if w["n"] else s["mae"] is None
+    assert scores[0]["fallbacks"] == {"user_unknown": 1, "item_unknown": 0, "both_unknown": 1}
+    # user 99 and item 13 were absorbed by the first partition; item 14 is new in the third
+    assert scores[2]["fallbacks"] == {"user_unknown": 0, "item_unknown": 1, "both_unknown": 0}
+    assert scores[3]["fallbacks"] == {"user_unknown": 1, "item_unknown": 0, "both_unknown": 0}
+
+
 def test_bootstrap_biases_match_the_shrunk_means_by_hand(spark):
     df = ratings(spark, [(1, 10, 5.0, 0), (1, 11, 3.0, 0), (2, 10, 4.0, 0), (2, 12, 1.0, 0)])
     mu = 13.0 / 4

@@ -378,6 +378,24 @@ def spark_rows(df) -> list[tuple]:
 
 
 @pytest.mark.spark
+def test_spark_source_column_tells_the_entries_of_a_batch_apart(spark, tmp_path):
+    """``source=``: one read (one validation) for a batch; each row says which entry of ``paths`` it came from:
+    a file, a folder of mixed formats, a file whose name needs escaping, a header-only file."""
+    d = tmp_path / "folder [1]"
+    d.mkdir()
+    write(d / "a.csv", f"{ML_HEADER}\r\n1,2,3.0,10\r\n")
+    write_parquet(d / "b.parquet", {"user": [3], "item": [4], "rating": [4.0], "ts": [20]})
+    write(tmp_path / "x y.csv", "user,item,rating\n5,6,4.5\n7,8,1.0\n")
+    write(tmp_path / "empty.csv", f"{ML_HEADER}\n")
+    write(tmp_path / "z.data", "9\t10\t2\t30\n")
+    paths = [str(tmp_path / "x y.csv"), str(d), str(tmp_path / "empty.csv"), str(tmp_path / "z.data")]
+    df = read_ratings(spark, paths, source="k")
+    assert df.columns == [*RATINGS_SCHEMA.fieldNames(), "k"]
+    assert sorted(spark_rows(df.select("k", "user"))) == [(0, 5), (0, 7), (1, 1), (1, 3), (3, 9)]
+    assert read_ratings(spark, paths).schema == RATINGS_SCHEMA  # without it, nothing added
+
+
+@pytest.mark.spark
 def test_spark_all_formats_in_one_folder(spark, tmp_path):
     d = tmp_path / "in put"  # a space in the path
     d.mkdir()

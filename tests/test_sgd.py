@@ -194,6 +194,7 @@ def test_update_group_gives_the_same_bits_whatever_the_row_order() -> None:
     import pandas as pd
 
     from streamrec.model import UpdateParams
+    from streamrec.schema import HALF_STAR
     from streamrec.update import _absorb_group
 
     rng = np.random.default_rng(7)
@@ -202,11 +203,14 @@ def test_update_group_gives_the_same_bits_whatever_the_row_order() -> None:
     r = pd.DataFrame(
         {
             "kind": "r",
+            "seq": rng.integers(0, 2, n),  # two partitions
             "user": rng.choice(users, n),
             "item": rng.choice(items, n),
             "rating": rng.choice(np.arange(1, 11) / 2, n),
-            "bias": None,
-            "n": None,
+            # null in Spark (pandas gets NaN for numbers); unused on rating rows
+            "known": False,
+            "bias": np.nan,
+            "n": np.nan,
             "factors": None,
         }
     )
@@ -216,20 +220,25 @@ def test_update_group_gives_the_same_bits_whatever_the_row_order() -> None:
         return pd.DataFrame(
             {
                 "kind": kind,
+                "seq": np.nan,  # as Spark hands an int column with nulls to pandas
                 "user": ids,
-                "item": None,
-                "rating": None,
+                "item": np.nan,
+                "rating": np.nan,
+                "known": known,
                 "bias": np.where(known, rng.normal(0, 0.3, len(ids)), 0.0),
-                "n": np.where(known, rng.integers(1, 50, len(ids)), 0),
+                "n": np.where(known, rng.integers(1, 50, len(ids)), 0).astype(float),
                 "factors": [list(rng.normal(0, 0.1, rank)) if k else None for k in known],
             }
         )
 
     pdf = pd.concat([r, side("u", users), side("i", items)], ignore_index=True)
-    run = _absorb_group(3.5, rank, UpdateParams())
+    run = _absorb_group(3.5, 1000, rank, UpdateParams(), HALF_STAR)
     a = run(pdf).sort_values(["side", "id"]).reset_index(drop=True)
     b = run(pdf.sample(frac=1.0, random_state=3).reset_index(drop=True)).sort_values(["side", "id"])
     b = b.reset_index(drop=True)
     assert a[["side", "id", "n"]].equals(b[["side", "id", "n"]])
+    assert list(a.loc[a["side"] == "m", "id"]) == [0, 1]
     assert np.array_equal(a["bias"].to_numpy(), b["bias"].to_numpy())
-    assert np.array_equal(np.stack(a["factors"]), np.stack(b["factors"]))
+    rows = a["side"] != "m"
+    assert np.array_equal(np.stack(a.loc[rows, "factors"]), np.stack(b.loc[rows, "factors"]))
+    assert np.array_equal(np.stack(a.loc[~rows, "stats"]), np.stack(b.loc[~rows, "stats"]))
