@@ -57,7 +57,9 @@ def _driver(bucket_uri: str) -> None:
         holdout=Holdout(b.spark_uri("validation"), fraction=0.1),
     )
     store.publish("v0001")
-    m1, model = update_version(spark, store, [("p-00001", b.spark_uri("ratings/incoming/p-00001.csv"))])
+    # a batch of two, read through s3a in one job (each row told to its partition by Spark's file name)
+    batch = [(f"p-0000{k}", b.spark_uri(f"ratings/incoming/p-0000{k}.csv")) for k in (1, 2)]
+    m1, model = update_version(spark, store, batch)
     out = {
         "n_history": n_history,
         "m0": m0,
@@ -110,10 +112,11 @@ def test_spark_reads_and_writes_s3a_and_boto3_reads_it_back(s3a_env, tmp_path, m
     b = Bucket.from_uri(bucket_uri)
     for f in sorted((tmp_path / "data" / "history").iterdir()):
         b.write_bytes(f"ratings/history/{f.name}", f.read_bytes())
-    p1 = tmp_path / "data" / "partitions" / "p-00001.csv"
-    b.write_bytes("ratings/incoming/p-00001.csv", p1.read_bytes())
+    parts = [tmp_path / "data" / "partitions" / f"p-0000{k}.csv" for k in (1, 2)]
+    for p in parts:
+        b.write_bytes(f"ratings/incoming/{p.name}", p.read_bytes())
     history = pd.concat(pd.read_csv(f) for f in sorted((tmp_path / "data" / "history").glob("*.csv")))
-    part = pd.read_csv(p1)
+    part = pd.concat(pd.read_csv(p) for p in parts)
 
     # 1. plain Python: get_session() with the s3a conf from the environment
     proc = subprocess.run(
@@ -126,8 +129,15 @@ def test_spark_reads_and_writes_s3a_and_boto3_reads_it_back(s3a_env, tmp_path, m
     assert res["n_history"] == len(history)
     m0, m1 = res["m0"], res["m1"]
     assert m0["version"] == "v0001" and m0["validation"] == [f"{b.spark_uri('validation')}/history"]
-    assert m1["parent"] == "v0001" and m1["partitions"] == ["p-00001"]
-    assert m1["inputs"][-1] == b.spark_uri("ratings/incoming/p-00001.csv")
+    assert m1["parent"] == "v0001" and m1["partitions"] == ["p-00001", "p-00002"]
+    assert m1["inputs"][-2:] == [b.spark_uri(f"ratings/incoming/p-0000{k}.csv") for k in (1, 2)]
+    assert m1["validation"][0] == m0["validation"][0] and len(m1["validation"]) == 2
+    assert m1["validation"][1].startswith(b.spark_uri("validation/batches/p-00001-n2-"))
+    # every row of the batch is either trained on (scored with its own partition) or held out, once
+    trained = [m1["metrics"]["prequential"][f"p-0000{k}"]["n"] for k in (1, 2)]
+    held = pipeline.read_ratings_arrays(b, m1["validation"][1:])
+    assert min(trained) > 0 and len(held["rating"]) > 0
+    assert sum(trained) + len(held["rating"]) == len(part)
     both = pd.concat([history, part])
     assert res["n_users"] == both["user"].nunique() and res["n_items"] == both["item"].nunique()
 
