@@ -23,7 +23,7 @@ process tree mid-update, on a real Airflow); ``--no-faults`` skips them (~10 min
 
 ``load``: ``bench/reliability_load.py``'s ``run_load``: ``--load-partitions`` (default 200) partitions dropped at
 once on a real Airflow standalone, ``--per-run`` of them per update run; partitions/min, ratings/s, arrival
-order, exactly once, peak memory per quarter. ``--load-partitions 0`` skips it (200 take ~45 min on 2 cores).
+order, exactly once, peak memory per quarter. ``--load-partitions 0`` skips it (200 take ~11 min on 2 cores).
 
 Prints one line per entry that is not as documented, then one JSON object on the last line.
 """
