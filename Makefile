@@ -13,9 +13,15 @@ demo: setup       ## the main job: Airflow standalone + bootstrap + partitions t
 demo-engine: setup  ## the engine alone, one process, no Airflow: bootstrap + streaming updates, RMSE as it goes
 	$(PY) -m streamrec.demo $(ARGS)
 
+# Two pytest workers by default (pytest-xdist), one test file each at a time: the real-Airflow tests spend much
+# of their time waiting on the scheduler, and a file's module-scoped scenario must run once. The longest files
+# start first (tests/conftest.py). PYTEST_WORKERS=0
+# runs everything in one process.
+PYTEST_WORKERS ?= 2
+
 test: setup       ## the whole suite (CI runs this); installs Debian's chromium for the browser test when root
 	@bash scripts/install-chromium
-	$(PY) -m pytest --durations=15 $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15 $(PYTEST_ARGS)
 
 test-fast: setup  ## pure-function tests only (seconds)
 	$(PY) -m pytest -m unit $(PYTEST_ARGS)

@@ -8,6 +8,29 @@ import pytest
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
+# The longest files (``--durations``: whole real-Airflow runs, 2-5 min each) run first, then the other files
+# with slow tests, then the rest. ``make test`` runs two pytest-xdist workers, one file at a time each
+# (``--dist loadfile --no-loadscope-reorder``): started last, a 5-minute file would run alone at the end.
+LONGEST_FIRST = (
+    "test_tuning_e2e.py",
+    "test_scheduler_restart.py",
+    "test_pipeline_e2e.py",
+    "test_pipeline_e2e_s3.py",
+    "test_corpus_dag.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item) -> int:
+        if item.path.name in LONGEST_FIRST:
+            return LONGEST_FIRST.index(item.path.name)
+        return len(LONGEST_FIRST) + (0 if item.get_closest_marker("slow") else 1)
+
+    by_file: dict = {}
+    for item in items:
+        by_file[item.path] = min(by_file.get(item.path, len(LONGEST_FIRST) + 1), rank(item))
+    items.sort(key=lambda item: by_file[item.path])  # stable: each file's tests stay together, in order
+
 
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory):
