@@ -48,11 +48,8 @@ from streamrec.model import FactorModel, UpdateParams
 from streamrec.schema import FACTOR_SCHEMA, HALF_STAR, ITEM, RATING, USER, RatingScale
 
 _OUT_SCHEMA = "side string, id long, bias double, n long, factors array<double>, stats array<double>"
-_STATS = (
-    "sse",
-    "sae",
-    *evaluate.FALLBACKS,
-)  # the ``stats`` of a partition's ``m`` row, then its |B| in ``n``
+# the ``stats`` of a partition's ``m`` row (its |B| is in ``n``): Σ ε², Σ |ε|, the count of each fallback
+_STATS = ("sse", "sae", *evaluate.FALLBACKS)
 
 
 def _touched(table: DataFrame, ratings: DataFrame, key: str, side: str) -> DataFrame:
