@@ -77,14 +77,19 @@ def error_metrics(predictions: DataFrame) -> dict:
         F.avg(F.abs(err)).alias("mae"),
         *[F.sum(F.when(F.col("fallback") == f, 1).otherwise(0)).alias(f) for f in FALLBACKS],
     ).first()
-    n = int(row["n"])
+    return metrics_dict(int(row["n"]), row["mse"], row["mae"], {f: row[f] for f in FALLBACKS[1:]})
+
+
+def metrics_dict(n: int, mse: float | None, mae: float | None, fallbacks: dict) -> dict:
+    """The metrics dict every scorer returns (``rmse``, ``mae``, ``n``, ``fallbacks`` other than ``none``);
+    ``rmse`` and ``mae`` are None when there is nothing to score."""
     if n == 0:
         return {"rmse": None, "mae": None, "n": 0, "fallbacks": dict.fromkeys(FALLBACKS[1:], 0)}
     return {
-        "rmse": math.sqrt(row["mse"]),
-        "mae": float(row["mae"]),
+        "rmse": math.sqrt(mse),
+        "mae": float(mae),
         "n": n,
-        "fallbacks": {f: int(row[f] or 0) for f in FALLBACKS[1:]},
+        "fallbacks": {f: int(fallbacks.get(f) or 0) for f in FALLBACKS[1:]},
     }
 
 

@@ -1129,7 +1129,6 @@ def read_ratings(
         for row in stats.collect():
             path = names.get(_norm_uri(row["_file"]), row["_file"])
             found.setdefault(path, (groups[row["_group"]], row["_file"], []))[2].append(row)
-    seen = {spark_file: path for path, (_, spark_file, _) in found.items() if path in entries}
     for f in files:
         if f not in found:
             continue
@@ -1148,6 +1147,7 @@ def read_ratings(
     data = reduce(lambda a, b: a.unionByName(b), [g.data for g in groups])
     if source is not None:
         # Spark's name of each file (as its _metadata reports it) -> the entry of ``paths`` it came from
+        seen = {spark_file: path for path, (_, spark_file, _) in found.items() if path in entries}
         if len(seen) != len(found):
             raise RuntimeError(
                 f"internal: Spark read files not asked for: {sorted(set(found) - set(entries))}"

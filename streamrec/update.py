@@ -34,7 +34,6 @@ instead of a few per partition.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from functools import reduce
 
@@ -169,14 +168,9 @@ def _take(side: sgd.Side, rows: np.ndarray) -> sgd.Side:
 def _metrics(n: int, stats: Sequence[float] | None) -> dict:
     """A partition's prequential dict, in ``evaluate.error_metrics``'s form, from its sums."""
     if not n:
-        return {"rmse": None, "mae": None, "n": 0, "fallbacks": dict.fromkeys(evaluate.FALLBACKS[1:], 0)}
+        return evaluate.metrics_dict(0, None, None, {})
     sums = dict(zip(_STATS, stats, strict=True))
-    return {
-        "rmse": math.sqrt(sums["sse"] / n),
-        "mae": sums["sae"] / n,
-        "n": n,
-        "fallbacks": {f: int(sums[f]) for f in evaluate.FALLBACKS[1:]},
-    }
+    return evaluate.metrics_dict(n, sums["sse"] / n, sums["sae"] / n, sums)
 
 
 def apply_many(
