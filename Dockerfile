@@ -111,10 +111,10 @@ COPY --chmod=0755 docker/entrypoint.sh /usr/local/bin/streamrec-entrypoint
 RUN uv pip install --no-cache --python /opt/venv/bin/python --no-deps -e /opt/streamrec \
  && mkdir -p /opt/streamrec/plugins \
  && chmod -R g=u /opt/streamrec \
- && /opt/venv/bin/python -m streamrec.doctor --quick \
- && STREAMREC_CHECKPOINT_DIR=/tmp/streamrec-cds-ckpt /opt/venv/bin/python -m streamrec.jvm build \
+ && /opt/venv/bin/python -m streamrec.spark.doctor --quick \
+ && STREAMREC_CHECKPOINT_DIR=/tmp/streamrec-cds-ckpt /opt/venv/bin/python -m streamrec.spark.cds build \
  && rm -rf /tmp/streamrec-cds-ckpt
-# (streamrec.jvm build: the Spark driver's class-data archive, in /opt/venv/spark-cds: every spark-submit in a
+# (streamrec.spark.cds build: the Spark driver's class-data archive, in /opt/venv/spark-cds: every spark-submit in a
 #  container starts ~6 s faster; a JVM that finds it stale ignores it)
 
 USER 50000:0

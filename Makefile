@@ -11,7 +11,7 @@ demo: setup       ## the main job: Airflow standalone + bootstrap + partitions t
 	@scripts/airflow-demo $(ARGS)
 
 demo-engine: setup  ## the engine alone, one process, no Airflow: bootstrap + streaming updates, RMSE as it goes
-	$(PY) -m streamrec.demo $(ARGS)
+	$(PY) -m streamrec.spark.demo $(ARGS)
 
 # Two pytest workers by default (pytest-xdist), one test file each at a time: the real-Airflow tests spend much
 # of their time waiting on the scheduler, and a file's module-scoped scenario must run once. The longest files

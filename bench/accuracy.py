@@ -5,7 +5,7 @@
 Split (common.split): rows in file order, ``numpy.random.default_rng(42).permutation(n)``, the first
 ``round(0.2 n)`` permuted rows are test, the rest train; test rows whose user or item is absent from train are
 dropped (counted). Predictions are clipped to the rating scale. For each model: RMSE, MAE, precision@10,
-NDCG@10 (``streamrec.evaluate.ranking_metrics``, items rated in train excluded) and fit seconds. Prints progress
+NDCG@10 (``streamrec.spark.evaluate.ranking_metrics``, items rated in train excluded) and fit seconds. Prints progress
 lines, then one JSON object on the last line.
 """
 
@@ -21,9 +21,11 @@ import pandas as pd
 from pyspark.ml.recommendation import ALS
 from pyspark.sql import functions as F
 
-from streamrec import bootstrap, evaluate
-from streamrec.model import BootstrapParams, FactorModel
-from streamrec.schema import FACTOR_SCHEMA, ITEM, RATING, USER
+from streamrec.core.params import BootstrapParams
+from streamrec.core.schema import ITEM, RATING, USER
+from streamrec.spark import bootstrap, evaluate
+from streamrec.spark.model import FactorModel
+from streamrec.spark.schema import FACTOR_SCHEMA
 
 
 def _metrics(model: FactorModel, train, test, scale, k: int) -> dict:
@@ -178,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             common.checkpoint_model(wrapped)
             ranking = evaluate.ranking_metrics(wrapped, train, test, k)
             spark_als.update(ranking)
-            # Cross-check: the same factors through streamrec.evaluate.predict (mu 0, zero biases).
+            # Cross-check: the same factors through streamrec.spark.evaluate.predict (mu 0, zero biases).
             spark_als["rmse_via_evaluate_rmse"] = evaluate.rmse(wrapped, test, scale)["rmse"]
         say(
             f"(b) Spark ALS: RMSE {spark_als['rmse']:.4f} MAE {spark_als['mae']:.4f} "

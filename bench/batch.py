@@ -37,10 +37,10 @@ def main() -> int:
     args = ap.parse_args()
     say = common.Progress("batch")
 
-    from streamrec import runs
-    from streamrec.model import BootstrapParams
-    from streamrec.store import ModelStore
-    from streamrec.synth import SynthConfig, write_dataset
+    from streamrec.core.params import BootstrapParams
+    from streamrec.core.synth import SynthConfig, write_dataset
+    from streamrec.spark import runs
+    from streamrec.storage.store import ModelStore
 
     work = Path(tempfile.mkdtemp(prefix="streamrec-batch-"))
     try:

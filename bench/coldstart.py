@@ -34,10 +34,10 @@ def main() -> int:
         print(f"{out[name]:7.2f} s  {name}", flush=True)
         t0 = now
 
-    from streamrec import runs
-    from streamrec.schema import RatingScale
-    from streamrec.spark import get_session
-    from streamrec.store import ModelStore
+    from streamrec.core.schema import RatingScale
+    from streamrec.spark import runs
+    from streamrec.spark.session import get_session
+    from streamrec.storage.store import ModelStore
 
     lap("imports")
     spark = get_session("streamrec-coldstart")

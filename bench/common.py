@@ -27,10 +27,11 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as `python bench/x.py` from anywhere
     sys.path.insert(0, str(REPO))
 
-from streamrec.loader import read_ratings_pandas  # noqa: E402
-from streamrec.model import FactorModel  # noqa: E402
-from streamrec.schema import HALF_STAR, RATINGS_SCHEMA, RatingScale  # noqa: E402
-from streamrec.synth import SynthConfig, generate_frame  # noqa: E402
+from streamrec.core.schema import HALF_STAR, RatingScale  # noqa: E402
+from streamrec.core.synth import SynthConfig, generate_frame  # noqa: E402
+from streamrec.spark.model import FactorModel  # noqa: E402
+from streamrec.spark.schema import RATINGS_SCHEMA  # noqa: E402
+from streamrec.storage.ratings import read_ratings_pandas  # noqa: E402
 
 DEFAULT_RATINGS = (REPO / ".." / "shared" / "data" / "ml-latest-small" / "ratings.csv").resolve()
 
@@ -173,7 +174,7 @@ def add_data_args(ap: argparse.ArgumentParser) -> None:
         "--ratings",
         default=str(DEFAULT_RATINGS) if DEFAULT_RATINGS.exists() else None,
         help="MovieLens ratings.csv, u.data, or CSV/Parquet user,item,rating[,timestamp] (file or folder); "
-        f"default {DEFAULT_RATINGS} if it exists; absent or missing: synthetic data from streamrec.synth",
+        f"default {DEFAULT_RATINGS} if it exists; absent or missing: synthetic data from streamrec.core.synth",
     )
     ap.add_argument(
         "--scale", type=RatingScale.parse, default=HALF_STAR, help="LOW:HIGH:STEP (default 0.5:5:0.5)"
@@ -201,7 +202,7 @@ def load(path: str | None, scale: RatingScale, progress: Progress) -> Data:
     df = generate_frame(cfg)
     df["ts"] = df["ts"].astype("Int64")
     label = (
-        f"synthetic ({why}): streamrec.synth.generate_frame(SynthConfig(n_users={cfg.n_users}, "
+        f"synthetic ({why}): streamrec.core.synth.generate_frame(SynthConfig(n_users={cfg.n_users}, "
         f"n_items={cfg.n_items}, n_ratings={cfg.n_ratings}, rank={cfg.rank}, seed={cfg.seed})), "
         "file order = time order"
     )
@@ -254,9 +255,9 @@ def to_spark(spark, ratings: pd.DataFrame):
 
 @contextlib.contextmanager
 def spark_session(app: str, event_log: bool = True, extra_conf: dict | None = None) -> Iterator:
-    """``streamrec.spark.get_session`` (local[2]) with a private checkpoint dir and event log, both removed on
+    """``streamrec.spark.session.get_session`` (local[2]) with a private checkpoint dir and event log, both removed on
     exit. Yields ``(spark, event_log_dir)``; read the event log after the session stops (``stage_summary``)."""
-    from streamrec.spark import get_session
+    from streamrec.spark.session import get_session
 
     work = tempfile.mkdtemp(prefix=f"streamrec-{app}-")
     ckpt, events = os.path.join(work, "ckpt"), os.path.join(work, "events")

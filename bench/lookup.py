@@ -5,8 +5,8 @@
 A seeded random model (``--users`` x ``--rank`` and ``--items`` x ``--rank`` factors, biases) is written to a
 temporary local bucket with ``ModelStore.write_arrays`` and published. Then, for ``--calls`` random known users:
 
-* ``library``: ``streamrec.lookup.Recommender.recommend(user, 10)`` on the loaded version (the serving call);
-* ``review_lookup``: ``streamrec.review.lookup`` (what the API handler calls: cached pointer and model, titles);
+* ``library``: ``streamrec.pipeline.lookup.Recommender.recommend(user, 10)`` on the loaded version (the serving call);
+* ``review_lookup``: ``streamrec.pipeline.review.lookup`` (what the API handler calls: cached pointer and model, titles);
 * ``http_without_token_check``: the same requests with the auth dependency overridden (FastAPI's
   ``dependency_overrides``), to show what Airflow's token check (JWT + revocation lookup in its database) costs;
 * ``http``: ``GET /streamrec/api/lookup?user=..`` on the review plugin's FastAPI app served by a real uvicorn
@@ -40,8 +40,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from streamrec.lookup import Recommender  # noqa: E402
-from streamrec.store import ModelArrays, ModelStore  # noqa: E402
+from streamrec.core.arrays import ModelArrays  # noqa: E402
+from streamrec.pipeline.lookup import Recommender  # noqa: E402
+from streamrec.storage.store import ModelStore  # noqa: E402
 
 
 def stats(ms: list[float]) -> dict:
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     library = stats(timed(lambda u: rec.recommend(u, 10), users[50:]))
     print(f"library (Recommender.recommend, k=10): {library}", flush=True)
 
-    from streamrec import review
+    from streamrec.pipeline import review
 
     cache = review.LookupCache()
     timed(lambda u: review.lookup(store, u, 10, cache=cache), users[:50])

@@ -47,9 +47,9 @@ from corpus.corpus_files import drop, sha256_tree  # noqa: E402  (tests/corpus/c
 
 
 def run(work: Path, big: bool) -> dict:
-    from streamrec.bucket import Bucket
-    from streamrec.contract import check_partition, list_incoming, max_partition_bytes, quarantine
-    from streamrec.schema import RatingScale
+    from streamrec.core.schema import RatingScale
+    from streamrec.pipeline.contract import check_partition, list_incoming, max_partition_bytes, quarantine
+    from streamrec.storage.bucket import Bucket
 
     manifest = json.loads((CORPUS / "EXPECTED.json").read_text(encoding="utf-8"))
     cases = {c["name"]: c for c in manifest["cases"]}

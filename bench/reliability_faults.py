@@ -86,11 +86,12 @@ class World:
 
 
 def make_world(work: Path, spark: Any) -> World:
-    from streamrec import pipeline, runs
-    from streamrec.bucket import Bucket
-    from streamrec.model import BootstrapParams
-    from streamrec.store import ModelStore
-    from streamrec.synth import SynthConfig, write_dataset
+    from streamrec import pipeline
+    from streamrec.core.params import BootstrapParams
+    from streamrec.core.synth import SynthConfig, write_dataset
+    from streamrec.spark import runs
+    from streamrec.storage.bucket import Bucket
+    from streamrec.storage.store import ModelStore
 
     work.mkdir(parents=True, exist_ok=True)
     data = work / "data"
@@ -130,7 +131,8 @@ def make_world(work: Path, spark: Any) -> World:
 def update_argv(world: World, bucket: Any, base: str, version: str, pid: str) -> list[str]:
     """The update job's argv exactly as ``dags/streamrec_update.py``'s ``validate`` task builds it (no tuned
     parameter set: the built-in defaults, as ``paramsets.resolve_in_bucket`` gives them)."""
-    from streamrec import paramsets, pipeline
+    from streamrec import pipeline
+    from streamrec.storage import paramsets
 
     hp, lineage, _ = paramsets.resolve_in_bucket(bucket, None, "update", {})
     return [
@@ -170,7 +172,7 @@ def clone_bucket(src: Any, dst: Any) -> None:
     modification times are kept (the arrival order of ``incoming/``); on S3 the incoming files are uploaded in
     arrival order, 1.1 s apart (``LastModified`` has a 1 s resolution).
     """
-    from streamrec.bucket import LocalBucket
+    from streamrec.storage.bucket import LocalBucket
 
     s_root, d_root = src.spark_uri("").rstrip("/"), dst.spark_uri("").rstrip("/")
 
@@ -258,7 +260,7 @@ class PointerWatcher:
             self._stop.wait(self.interval)
 
     def check_once(self) -> None:
-        from streamrec.store import StoreError
+        from streamrec.storage.store import StoreError
 
         self.polls += 1
         try:
@@ -280,8 +282,8 @@ class PointerWatcher:
 
 
 def s3_client(endpoint: str) -> Any:
-    """A boto3 client with the production configuration (``streamrec.bucket.make_s3_client``) for ``endpoint``."""
-    from streamrec.bucket import make_s3_client
+    """A boto3 client with the production configuration (``streamrec.storage.bucket.make_s3_client``) for ``endpoint``."""
+    from streamrec.storage.bucket import make_s3_client
 
     old = os.environ.get("AWS_ENDPOINT_URL_S3")
     os.environ["AWS_ENDPOINT_URL_S3"] = endpoint
@@ -297,7 +299,7 @@ def s3_client(endpoint: str) -> Any:
 @contextlib.contextmanager
 def fault_env(value: str | None) -> Iterator[None]:
     """``STREAMREC_FAULT=value`` for the block (unset with None)."""
-    from streamrec import faults
+    from streamrec.core import faults
 
     old = os.environ.get(faults.ENV)
     if value is None:
@@ -371,7 +373,7 @@ def spark_submit_command(dag: dict, argv: list[str]) -> tuple[list[str], dict[st
     """The command line and environment ``SparkSubmitOperator`` runs for the update task (``local[2]``, the
     ``spark_default`` connection of the tests): ``--master``, ``--conf`` pairs (with the driver JVM options), ``--name``, ``--driver-memory``,
     the application and its argv."""
-    from streamrec import jvm
+    from streamrec.launch import jvm
 
     cmd = [str(VENV_BIN / "spark-submit"), "--master", dag["conn_master"]]
     # the driver JVM options the DAGs' pre_execute (prepare_task) adds when the task runs
@@ -421,8 +423,8 @@ def fault_kill_update(world: World, work: Path, dag: dict) -> dict:
     """Fault 1. The kill lands while the job writes the candidate version (its ``users/`` table folder exists,
     its manifest does not): the moment a half-written version could become visible."""
     from streamrec import pipeline
-    from streamrec.bucket import Bucket
-    from streamrec.store import ModelStore, VersionNotFoundError
+    from streamrec.storage.bucket import Bucket
+    from streamrec.storage.store import ModelStore, VersionNotFoundError
 
     bucket = Bucket.from_uri(work / "bucket")
     clone_bucket(Bucket.from_uri(world.base), bucket)
@@ -503,8 +505,8 @@ def fault_s3_outage(world: World, moto_endpoint: str, cut: str = "pointer") -> d
     from s3server import TcpProxy
 
     from streamrec import pipeline
-    from streamrec.bucket import Bucket, S3Bucket
-    from streamrec.store import ModelStore
+    from streamrec.storage.bucket import Bucket, S3Bucket
+    from streamrec.storage.store import ModelStore
 
     direct = s3_client(moto_endpoint)
     name = f"faults-{uuid.uuid4().hex[:10]}"
@@ -563,9 +565,11 @@ def fault_s3_outage(world: World, moto_endpoint: str, cut: str = "pointer") -> d
 # ----------------------------------------------------------------------------------------------------------------
 def fault_after_pointer(world: World, bucket: Any) -> dict:
     """Fault 3, on ``bucket`` (empty; the candidates are cloned into it)."""
-    from streamrec import faults, pipeline, runs
-    from streamrec.bucket import Bucket
-    from streamrec.store import POINTER, ModelStore
+    from streamrec import pipeline
+    from streamrec.core import faults
+    from streamrec.spark import runs
+    from streamrec.storage.bucket import Bucket
+    from streamrec.storage.store import POINTER, ModelStore
 
     clone_bucket(Bucket.from_uri(world.cand), bucket)
     store = ModelStore(bucket)
@@ -624,7 +628,7 @@ _PUBLISH = r"""
 import json, os, sys, time
 from pathlib import Path
 from streamrec import pipeline
-from streamrec.store import ModelStore, StoreError
+from streamrec.storage.store import ModelStore, StoreError
 uri, version, expected, barrier, n = sys.argv[1:6]
 store = ModelStore(uri)
 Path(barrier, version).touch()  # start together: wait until every publisher is ready
@@ -670,8 +674,8 @@ def fault_concurrent_publish(
     """Fault 4, on ``bucket`` (empty; the candidates are cloned into it). With ``spark`` (local buckets), the
     next run applies the refused partition and the result is compared with a clean sequential run."""
     from streamrec import pipeline
-    from streamrec.bucket import Bucket
-    from streamrec.store import PUBLISHED, ModelStore
+    from streamrec.storage.bucket import Bucket
+    from streamrec.storage.store import PUBLISHED, ModelStore
 
     clone_bucket(Bucket.from_uri(world.cand), bucket)
     store = ModelStore(bucket)
@@ -738,8 +742,8 @@ def run_faults(workdir: str | Path | None = None) -> dict:
     """Inject every fault once (S3 ones against a moto server started here) and report what survived."""
     from s3server import DUMMY_ENV, MotoServer
 
-    from streamrec.bucket import Bucket
-    from streamrec.spark import get_session
+    from streamrec.spark.session import get_session
+    from streamrec.storage.bucket import Bucket
 
     own = workdir is None
     work = Path(workdir or tempfile.mkdtemp(prefix="streamrec-faults-"))
@@ -807,7 +811,7 @@ def run_faults(workdir: str | Path | None = None) -> dict:
 def _new_s3_bucket(endpoint: str) -> Any:
     import uuid
 
-    from streamrec.bucket import S3Bucket
+    from streamrec.storage.bucket import S3Bucket
 
     name = f"faults-{uuid.uuid4().hex[:10]}"
     client = s3_client(endpoint)

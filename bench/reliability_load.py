@@ -304,8 +304,8 @@ class Sampler(threading.Thread):
 def make_data(
     out: Path, n_partitions: int, partition_size: int, history: int, users: int, items: int, seed: int
 ):
-    """(history files, partition files in name order, ratings per partition) from ``streamrec.synth``."""
-    from streamrec.synth import SynthConfig, write_dataset
+    """(history files, partition files in name order, ratings per partition) from ``streamrec.core.synth``."""
+    from streamrec.core.synth import SynthConfig, write_dataset
 
     total = history + n_partitions * partition_size
     cfg = SynthConfig(n_users=users, n_items=items, n_ratings=total, seed=seed)
@@ -720,7 +720,7 @@ def run_scheduler_restart(
         _wait_job(ref_job, ref_log)
         from reliability_faults import compare  # the same bit-for-bit comparison as the injected faults
 
-        from streamrec.store import ModelStore
+        from streamrec.storage.store import ModelStore
 
         cmp = compare(store.load_arrays(cur), ModelStore(str(ref_dir)).load_arrays(ref_v))
         runs = _runs(api, "streamrec_update", after=_iso_utc(t_drop - 1))

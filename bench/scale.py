@@ -2,8 +2,8 @@
 
     python bench/scale.py [--small] [--users N --items N --ratings N --rank K] [--partition-ratings N] [--keep]
 
-Generates a time-ordered data set with ``streamrec.synth.write_dataset`` into a temp folder (history = all but the
-last ``--partition-ratings`` ratings, then one partition), reads it with ``streamrec.loader.read_ratings`` on
+Generates a time-ordered data set with ``streamrec.core.synth.write_dataset`` into a temp folder (history = all but the
+last ``--partition-ratings`` ratings, then one partition), reads it with ``streamrec.spark.ratings.read_ratings`` on
 Spark (local[2]), fits ``bootstrap.fit`` (``BootstrapParams(rank=--rank)``, other params default) on the
 history and applies the partition with ``update.apply`` (default ``UpdateParams``) plus ``localCheckpoint`` of
 both tables, as the update job does. Memory: a background thread samples VmRSS every 0.5 s of the Spark JVM, of
@@ -24,10 +24,10 @@ import time
 
 import common
 
-from streamrec import bootstrap, evaluate, update
-from streamrec.loader import read_ratings
-from streamrec.model import BootstrapParams, UpdateParams
-from streamrec.synth import SynthConfig, write_dataset
+from streamrec.core.params import BootstrapParams, UpdateParams
+from streamrec.core.synth import SynthConfig, write_dataset
+from streamrec.spark import bootstrap, evaluate, update
+from streamrec.spark.ratings import read_ratings
 
 FULL = {"users": 160_000, "items": 60_000, "ratings": 20_000_000}
 SMALL = {"users": 6_040, "items": 3_706, "ratings": 1_000_000}  # MovieLens 1M shape
@@ -156,7 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--workdir", default=tempfile.gettempdir(), help="where the temp data folder goes")
     ap.add_argument("--keep", action="store_true", help="keep the generated data folder")
-    ap.add_argument("--driver-memory", default=None, help="spark.driver.memory (default: streamrec.spark's)")
+    ap.add_argument(
+        "--driver-memory", default=None, help="spark.driver.memory (default: streamrec.spark.session's)"
+    )
     args = ap.parse_args(argv)
     size = SMALL if args.small else FULL
     n_users = args.users or size["users"]
@@ -268,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         sampler.stop()
         peaks = sampler.peaks
         result = {
-            "data": f"synthetic: streamrec.synth.write_dataset(SynthConfig(n_users={n_users}, n_items={n_items}, "
+            "data": f"synthetic: streamrec.core.synth.write_dataset(SynthConfig(n_users={n_users}, n_items={n_items}, "
             f"n_ratings={n_ratings}, rank={args.rank}, seed=42), format {args.format})",
             "n_ratings": n_ratings,
             "code": code,

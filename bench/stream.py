@@ -5,7 +5,7 @@
 Protocol: the accuracy split's 20% (same permutation, all its rows; unseen ids use evaluate's fallbacks) is a
 fixed validation set. The other 80% is sorted by timestamp (stable: file order for ties); ``bootstrap.fit``
 (default params) is fitted on its first half (floor), and the rest is streamed in partitions of
-``--batch-size`` ratings, each one as ``streamrec.runs.update_version`` does it: ``evaluate.prequential`` on
+``--batch-size`` ratings, each one as ``streamrec.spark.runs.update_version`` does it: ``evaluate.prequential`` on
 the model before the partition, ``update.apply`` (default ``UpdateParams``), ``localCheckpoint`` of both
 tables; the model stays in memory (no store writes). Compared on validation after the bootstrap, after every
 10 partitions and at the end: the streamed model, the frozen bootstrap, and a full ``bootstrap.fit`` refit on
@@ -22,8 +22,8 @@ import time
 import common
 import numpy as np
 
-from streamrec import bootstrap, evaluate, update
-from streamrec.model import BootstrapParams, UpdateParams
+from streamrec.core.params import BootstrapParams, UpdateParams
+from streamrec.spark import bootstrap, evaluate, update
 
 
 def _pooled(parts: list[dict]) -> float | None:

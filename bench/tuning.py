@@ -4,7 +4,7 @@
 
 Split: ``common.split`` (the accuracy benchmark's: file order, ``default_rng(42).permutation(n)``, first 20 %
 test, test rows with a user or item unseen in train dropped). The search sees **only the train 80 %**: it splits
-it again with ``streamrec.tuning.tuning_split`` (salted hash, ``--fraction`` scores the trials) and runs the
+it again with ``streamrec.pipeline.tuning.tuning_split`` (salted hash, ``--fraction`` scores the trials) and runs the
 tuning DAG's random search in-process, with the same functions (``sample_trials``, ``budget_allows``,
 ``bootstrap_trial``, ``choose``): trial 0 is the default ``BootstrapParams``. Then the default and the chosen
 parameters are each fitted on the whole train 80 % and scored on the test 20 %, which no trial ever saw.
@@ -19,8 +19,9 @@ import time
 
 import common
 
-from streamrec import bootstrap, evaluate, tuning
-from streamrec.model import BootstrapParams
+from streamrec.core.params import BootstrapParams
+from streamrec.pipeline import tuning
+from streamrec.spark import bootstrap, evaluate
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -43,12 +43,12 @@ def use_s3(context) -> None:
 
     The ``AWS_CONN_ID`` connection, if defined, wins over the worker's ``AWS_*`` variables (only the fields it
     sets). Secret values are registered with Airflow's log masker. For a ``SparkSubmitOperator`` it also adds
-    ``streamrec.s3a``'s jars and non-secret ``fs.s3a.*`` conf to the submit line; the credentials reach
+    ``streamrec.launch.s3a``'s jars and non-secret ``fs.s3a.*`` conf to the submit line; the credentials reach
     spark-submit only through its environment (inherited from this process): never as ``--conf`` (the operator
     logs its command line) nor ``env_vars`` (a templated field shown in the UI; on YARN/Kubernetes it becomes
     ``--conf`` too).
     """
-    from streamrec import s3a
+    from streamrec.launch import s3a
 
     task = context["task"]
     if not s3a.uses_s3(os.environ.get("STREAMREC_BUCKET"), *(getattr(task, "application_args", None) or [])):
@@ -81,11 +81,11 @@ def use_s3(context) -> None:
 
 def prepare_task(context) -> None:
     """``pre_execute`` of every streamrec task: the S3 settings (:func:`use_s3`) and, for a Spark job, the driver
-    JVM's start-up options for this worker (``streamrec.jvm``: the class-data archive recorded by ``make setup``
+    JVM's start-up options for this worker (``streamrec.launch.jvm``: the class-data archive recorded by ``make setup``
     lives in the worker's virtualenv, so it is looked up where the task runs, not where the DAG is parsed)."""
     task = context["task"]
     if isinstance(task, SparkSubmitOperator) and "spark.driver.extraJavaOptions" not in (task.conf or {}):
-        from streamrec import jvm
+        from streamrec.launch import jvm
 
         task.conf = {**(task.conf or {}), "spark.driver.extraJavaOptions": jvm.driver_java_options()}
     use_s3(context)

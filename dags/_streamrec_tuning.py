@@ -6,7 +6,7 @@ parse time; listed in ``.airflowignore``).
   The check is at launch time on purpose: trials wait for a free slot (``max_active_tis_per_dag``), so a check in
   an upstream task would run long before the trial does.
 * :func:`hyper_params`: the trigger-form Params of the hyper-parameters, all defaulting to ``null`` = "take it
-  from the named parameter set, else the built-in default" (``streamrec.paramsets``), plus the set's name.
+  from the named parameter set, else the built-in default" (``streamrec.storage.paramsets``), plus the set's name.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from airflow.sdk import Param
 TRIAL_CONCURRENCY = int(os.environ.get("STREAMREC_TUNE_CONCURRENCY", "1"))
 """Trials of one kind running at once (each is a local[2] Spark job: on 2 cores, one at a time)."""
 
-# name -> (JSON type, description); the fields of streamrec.model.BootstrapParams / UpdateParams (seed apart:
+# name -> (JSON type, description); the fields of streamrec.core.params.BootstrapParams / UpdateParams (seed apart:
 # it is not a tuned value and the forms keep their own)
 BOOTSTRAP_FIELDS = {
     "rank": ("integer", "ALS rank (latent factors)"),
@@ -69,7 +69,7 @@ class BudgetedSparkSubmitOperator(SparkSubmitOperator):
     def execute(self, context):
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from streamrec.tuning import budget_allows
+        from streamrec.pipeline.tuning import budget_allows
 
         context["trial_label"] = self.trial_label
         if not budget_allows(self.deadline):

@@ -18,7 +18,7 @@ Triggered by hand (**Trigger** → the form below). Steps:
 
 Hyper-parameters left empty in the form come from the parameter set named `param_set` (default `tuned`,
 `params/tuned.json` in the bucket, written by `streamrec_tune`), else from the built-in defaults
-(`streamrec.model.BootstrapParams`); a value typed in the form always wins. The manifest records the set's name
+(`streamrec.core.params.BootstrapParams`); a value typed in the form always wins. The manifest records the set's name
 and digest under `params.param_set.bootstrap`.
 
 Publishing a bootstrap starts a new lineage: partitions in `ratings/incoming/` that it does not hold are applied
@@ -44,7 +44,7 @@ from airflow.sdk import Param, dag, task
     tags=["streamrec", "spark", "model"],
     doc_md=__doc__,
     params={
-        # tuning: hyper-parameters default to null = from the parameter set, else built-in (streamrec.paramsets)
+        # tuning: hyper-parameters default to null = from the parameter set, else built-in (streamrec.storage.paramsets)
         **hyper_params(BOOTSTRAP_FIELDS),
         "seed": Param(42, type="integer", description="ALS seed: same data + same seed = same model"),
         "holdout_fraction": Param(
@@ -68,9 +68,10 @@ def streamrec_bootstrap():
     def validate_history(params=None, dag_run=None) -> dict:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from streamrec import paramsets, pipeline
-        from streamrec.contract import check_partition
-        from streamrec.schema import RatingScale
+        from streamrec import pipeline
+        from streamrec.core.schema import RatingScale
+        from streamrec.pipeline.contract import check_partition
+        from streamrec.storage import paramsets
 
         bucket, store = pipeline.open_bucket()
         scale = RatingScale.parse(params["scale"])

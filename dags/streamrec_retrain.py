@@ -4,7 +4,7 @@
 Triggered by hand. Reads the *current* model's manifest: its `inputs` (the history plus every applied
 partition, in order) and its `partitions` (their ids), and fits a fresh model on them with `jobs/bootstrap.py
 --kind retrain` (biases + ALS; each hyper-parameter from the form, else the named parameter set a tuning run
-stored (`streamrec.paramsets`), else the current model's bootstrap, else the built-in default). The held-out rows stay held out: the same deterministic split (`holdout` seed and fraction of the
+stored (`streamrec.storage.paramsets`), else the current model's bootstrap, else the built-in default). The held-out rows stay held out: the same deterministic split (`holdout` seed and fraction of the
 lineage) excludes them from training, and the retrained candidate is judged on the current model's validation
 set. Quarantined partitions and partitions held by rejected candidates are not inputs (they are not in the
 lineage).
@@ -45,7 +45,8 @@ def streamrec_retrain():
     def plan_retrain(params=None, dag_run=None) -> dict:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from streamrec import paramsets, pipeline
+        from streamrec import pipeline
+        from streamrec.storage import paramsets
 
         bucket, store = pipeline.open_bucket()
         current = store.current()

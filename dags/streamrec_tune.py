@@ -76,7 +76,8 @@ def streamrec_tune():
     def plan(params=None, dag_run=None) -> dict:
         import time
 
-        from streamrec import pipeline, tuning
+        from streamrec import pipeline
+        from streamrec.pipeline import tuning
 
         bucket, _ = pipeline.open_bucket()
         run = pipeline.version_id("tune", dag_run.run_id, dag_run.run_after)
@@ -98,7 +99,7 @@ def streamrec_tune():
         common = ["--bucket", pipeline.bucket_uri(), "--run", run]
 
         def specs(part: str) -> list[dict]:
-            from streamrec.model import BootstrapParams, UpdateParams
+            from streamrec.core.params import BootstrapParams, UpdateParams
 
             cls = BootstrapParams if part == "bootstrap" else UpdateParams
             out = []
@@ -122,7 +123,8 @@ def streamrec_tune():
     def finish(p: dict, params=None) -> dict:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from streamrec import pipeline, tuning
+        from streamrec import pipeline
+        from streamrec.pipeline import tuning
 
         bucket, _ = pipeline.open_bucket()
         result = tuning.finish(bucket, p["run"], params.get("param_set"))

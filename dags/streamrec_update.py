@@ -64,7 +64,7 @@ given in the run's conf wins. The manifest records the set under `params.param_s
 by itself. To re-queue it (e.g. after tuning or a retrain), trigger this DAG with
 `{"requeue": ["<partition id>"]}`: the rejected version gets `requeued_at` (it stays rejected, never published)
 and the partition is pending again. The same Param releases a partition held by a rollback or the quarantine
-(`streamrec.review.requeue`, the review page's action; each re-queue is an event in the review log). A
+(`streamrec.pipeline.review.requeue`, the review page's action; each re-queue is an event in the review log). A
 quarantined partition is also checked again when a fixed file is dropped under the same name (its size or
 mtime changed), or drop it under a new name. The review page (Browse → streamrec review) re-queues and rolls
 back too.
@@ -121,7 +121,7 @@ def _default_batch() -> int:
             "(1: the gate judges each partition alone; more: catch up on a backlog). "
             "Default: $STREAMREC_MAX_PARTITIONS_PER_RUN, else 1",
         ),
-        # tuning: hyper-parameters default to null = from the parameter set, else built-in (streamrec.paramsets)
+        # tuning: hyper-parameters default to null = from the parameter set, else built-in (streamrec.storage.paramsets)
         **hyper_params(UPDATE_FIELDS),
     },
 )
@@ -132,7 +132,7 @@ def streamrec_update():
 
         bucket, store = pipeline.open_bucket()
         for pid in params.get("requeue") or []:  # whatever holds it: the gate, a rollback, the quarantine
-            from streamrec import review
+            from streamrec.pipeline import review
 
             event = review.requeue(
                 bucket, store, pid, f"requeue Param of run {dag_run.run_id}", _who(dag_run)
@@ -146,7 +146,8 @@ def streamrec_update():
 
     @task.short_circuit
     def validate(found: dict, params=None, dag_run=None) -> dict:
-        from streamrec import pipeline, reports
+        from streamrec import pipeline
+        from streamrec.pipeline import reports
 
         bucket, store = pipeline.open_bucket()
         sel = pipeline.check_and_select(
@@ -178,7 +179,7 @@ def streamrec_update():
             argv += ["--partition", f"{part['id']}={bucket.spark_uri(part['key'])}"]
         argv += ["--scale", sel["scale"], "--evaluate"]
         # tuning: explicit form value > stored parameter set > built-in default
-        from streamrec import paramsets
+        from streamrec.storage import paramsets
 
         hp, lineage, sources = paramsets.resolve_in_bucket(
             bucket, params.get("param_set"), "update", {k: params.get(k) for k in UPDATE_FIELDS}

@@ -3,7 +3,7 @@
     spark-submit --master local[2] jobs/bootstrap.py \\
         --bucket var/bucket --ratings var/bucket/ratings/history --version v0001 --rank 50 --iterations 15
 
-Prints the candidate's manifest as JSON on the last line. See ``streamrec.bootstrap`` for the math.
+Prints the candidate's manifest as JSON on the last line. See ``streamrec.spark.bootstrap`` for the math.
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ import argparse
 import json
 import sys
 
-from streamrec.model import BootstrapParams
-from streamrec.paramsets import parse_lineage_arg
-from streamrec.runs import Holdout, bootstrap_version, exit_on_user_error
-from streamrec.schema import RatingScale
-from streamrec.spark import get_session
-from streamrec.store import ModelStore
+from streamrec.core.params import BootstrapParams
+from streamrec.core.schema import RatingScale
+from streamrec.spark.runs import Holdout, bootstrap_version, exit_on_user_error
+from streamrec.spark.session import get_session
+from streamrec.storage.paramsets import parse_lineage_arg
+from streamrec.storage.store import ModelStore
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -35,7 +35,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--holdout-seed", type=int, default=42)
     ap.add_argument("--validation-uri", help="where held-out rows go (default: BUCKET/validation)")
     ap.add_argument(
-        "--param-set", help="NAME@DIGEST of the parameter set used (lineage, streamrec.paramsets)"
+        "--param-set", help="NAME@DIGEST of the parameter set used (lineage, streamrec.storage.paramsets)"
     )
     BootstrapParams.add_arguments(ap)
     return ap.parse_args(argv)

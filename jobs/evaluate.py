@@ -14,10 +14,10 @@ import argparse
 import json
 import sys
 
-from streamrec.runs import evaluate_version, exit_on_user_error
-from streamrec.schema import RatingScale
-from streamrec.spark import get_session
-from streamrec.store import ModelStore
+from streamrec.core.schema import RatingScale
+from streamrec.spark.runs import evaluate_version, exit_on_user_error
+from streamrec.spark.session import get_session
+from streamrec.storage.store import ModelStore
 
 
 def parse(argv: list[str]) -> argparse.Namespace:

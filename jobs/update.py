@@ -7,8 +7,8 @@
 Partitions are ``ID=URI`` pairs applied in the order given; an ID already in the base's lineage is refused.
 With ``--evaluate`` the candidate is also evaluated on its validation set in the same Spark application (what
 ``jobs/evaluate.py`` does, without a second JVM start-up: the update DAG's hot path). Prints the candidate's
-manifest (with each partition's prequential RMSE) as JSON on the last line. See ``streamrec.update`` /
-``streamrec.sgd`` for the math.
+manifest (with each partition's prequential RMSE) as JSON on the last line. See ``streamrec.spark.update`` /
+``streamrec.core.sgd`` for the math.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ import argparse
 import json
 import sys
 
-from streamrec.model import UpdateParams
-from streamrec.paramsets import parse_lineage_arg
-from streamrec.runs import evaluate_version, exit_on_user_error, update_version
-from streamrec.schema import RatingScale
-from streamrec.spark import get_session
-from streamrec.store import ModelStore
+from streamrec.core.params import UpdateParams
+from streamrec.core.schema import RatingScale
+from streamrec.spark.runs import evaluate_version, exit_on_user_error, update_version
+from streamrec.spark.session import get_session
+from streamrec.storage.paramsets import parse_lineage_arg
+from streamrec.storage.store import ModelStore
 
 
 def partition_arg(text: str) -> tuple[str, str]:
@@ -46,7 +46,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "--evaluate", action="store_true", help="also evaluate the candidate on its validation set"
     )
     ap.add_argument(
-        "--param-set", help="NAME@DIGEST of the parameter set used (lineage, streamrec.paramsets)"
+        "--param-set", help="NAME@DIGEST of the parameter set used (lineage, streamrec.storage.paramsets)"
     )
     UpdateParams.add_arguments(ap)
     return ap.parse_args(argv)

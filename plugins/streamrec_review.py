@@ -28,10 +28,10 @@ Routes (under ``/streamrec``): ``/`` the page; ``/static/*`` its JS and CSS; ``/
 ``/api/chart.svg``, ``/api/lookup?user=&k=&version=``; ``POST /api/rollback`` ``{version, reason,
 expected_current}`` (then the ``streamrec_model`` Asset event, as a publish emits it: see
 :func:`_model_asset_event`); ``POST /api/requeue`` ``{partition, reason}``; ``/files/reports/...`` report files of
-the bucket (gate reports, Data Docs, the index) read through ``streamrec.bucket`` (folder or s3://), only
+the bucket (gate reports, Data Docs, the index) read through ``streamrec.storage.bucket`` (folder or s3://), only
 under ``reports/``, served with a sandboxing Content-Security-Policy (they are generated from user data).
 
-The logic is in ``streamrec.review`` (core package); this file only wires it to HTTP. The bucket is
+The logic is in ``streamrec.pipeline.review`` (core package); this file only wires it to HTTP. The bucket is
 ``$STREAMREC_BUCKET`` (``streamrec.pipeline.bucket_uri``), read on every request. The page's own links are
 relative; the nav entry's ``href`` is ``/streamrec/``, so an API server under a sub-path (``[api] base_url``
 with a path) would need that prefix added (not handled).
@@ -173,7 +173,7 @@ def _json_only(request: Request) -> None:
 
 def create_app(bucket_uri: str | None = None, cache: Any = None) -> FastAPI:
     """The review app. ``bucket_uri`` (default: ``$STREAMREC_BUCKET`` on every request) and ``cache`` (a
-    ``streamrec.review.LookupCache``; default: a new one) are for tests and benchmarks."""
+    ``streamrec.pipeline.review.LookupCache``; default: a new one) are for tests and benchmarks."""
     app = FastAPI(title="streamrec review", docs_url=None, redoc_url=None, openapi_url=None)
     state: dict[str, Any] = {"cache": cache}
 
@@ -184,21 +184,21 @@ def create_app(bucket_uri: str | None = None, cache: Any = None) -> FastAPI:
 
     def lookup_cache():
         if state["cache"] is None:
-            from streamrec.review import LookupCache
+            from streamrec.pipeline.review import LookupCache
 
             state["cache"] = LookupCache()
         return state["cache"]
 
     @app.exception_handler(ValueError)
     async def _bad_request(request: Request, exc: ValueError) -> JSONResponse:
-        from streamrec.store import VersionNotFoundError
+        from streamrec.storage.store import VersionNotFoundError
 
         code = 404 if isinstance(exc, VersionNotFoundError) else 400
         return JSONResponse({"detail": str(exc)}, status_code=code)
 
     @app.exception_handler(RuntimeError)
     async def _conflict(request: Request, exc: RuntimeError) -> JSONResponse:
-        from streamrec.store import StoreError, VersionNotFoundError
+        from streamrec.storage.store import StoreError, VersionNotFoundError
 
         if isinstance(exc, VersionNotFoundError):
             return JSONResponse({"detail": str(exc)}, status_code=404)
@@ -228,7 +228,7 @@ def create_app(bucket_uri: str | None = None, cache: Any = None) -> FastAPI:
 
     @app.get("/api/overview")
     def overview(user: Reader) -> JSONResponse:
-        from streamrec import review
+        from streamrec.pipeline import review
 
         bucket, store = opened()
         data = review.overview(bucket, store)
@@ -237,7 +237,7 @@ def create_app(bucket_uri: str | None = None, cache: Any = None) -> FastAPI:
 
     @app.get("/api/chart.svg")
     def chart(user: Reader) -> Response:
-        from streamrec import review
+        from streamrec.pipeline import review
 
         _, store = opened()
         return Response(
@@ -253,14 +253,14 @@ def create_app(bucket_uri: str | None = None, cache: Any = None) -> FastAPI:
         k: Annotated[int, Query(ge=1, le=100)] = 10,
         version: str | None = None,
     ) -> JSONResponse:
-        from streamrec import review
+        from streamrec.pipeline import review
 
         _, store = opened()
         return JSONResponse(review.lookup(store, user_id, k, version or None, lookup_cache()))
 
     @app.post("/api/rollback")
     def rollback(request: Request, body: RollbackBody, user: Actor) -> JSONResponse:
-        from streamrec import review
+        from streamrec.pipeline import review
 
         _json_only(request)
         bucket, store = opened()
@@ -278,7 +278,7 @@ def create_app(bucket_uri: str | None = None, cache: Any = None) -> FastAPI:
 
     @app.post("/api/requeue")
     def requeue(request: Request, body: RequeueBody, user: Actor) -> JSONResponse:
-        from streamrec import review
+        from streamrec.pipeline import review
 
         _json_only(request)
         bucket, store = opened()
@@ -286,7 +286,7 @@ def create_app(bucket_uri: str | None = None, cache: Any = None) -> FastAPI:
 
     @app.get("/files/{key:path}")
     def files(key: str, user: Reader) -> Response:
-        from streamrec import review
+        from streamrec.pipeline import review
 
         bucket, _ = opened()
         try:

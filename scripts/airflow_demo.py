@@ -1,6 +1,6 @@
 """The embedded demo, driven through Airflow's REST API (run by ``scripts/airflow-demo`` after ``airflow-up``).
 
-1. generate a history and partitions (``streamrec.synth``; or split a MovieLens ``ratings.csv`` by time with
+1. generate a history and partitions (``streamrec.core.synth``; or split a MovieLens ``ratings.csv`` by time with
    ``--ratings``) and one partition that is bad on purpose (a rating of 7.0, a user id 0);
 2. put the history in ``ratings/history/`` of the bucket and trigger ``streamrec_bootstrap`` (REST API, token from
    ``/auth/token`` with the generated admin password); wait for it;
@@ -125,7 +125,7 @@ def make_data(out: Path, ratings: str | None, n_partitions: int, seed: int) -> t
                 out / "partitions" / f"p-{k + 1:05d}.csv", index=False
             )
     else:
-        from streamrec.synth import SynthConfig, write_dataset
+        from streamrec.core.synth import SynthConfig, write_dataset
 
         cfg = SynthConfig(n_users=600, n_items=800, n_ratings=40_000, seed=seed)
         write_dataset(cfg, str(out), n_partitions=n_partitions, history_fraction=0.5)
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         default = REPO.parent / "shared" / "data" / "ml-latest-small" / "ratings.csv"
         print(f"(generated data; `--ratings {default}` runs on MovieLens)" if default.exists() else "")
     from streamrec import pipeline
-    from streamrec.bucket import LocalBucket
+    from streamrec.storage.bucket import LocalBucket
 
     t_start = time.time()
     timings: dict[str, float] = {}

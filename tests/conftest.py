@@ -34,7 +34,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory):
-    from streamrec.spark import get_session
+    from streamrec.spark.session import get_session
 
     session = get_session(
         "streamrec-tests",

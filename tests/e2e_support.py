@@ -116,8 +116,8 @@ def open_bucket(uri: str):
     """(Bucket, ModelStore) for the driver; an S3 bucket without ``AWS_*`` credentials in the environment uses
     the ``aws_default`` connection's (as the DAGs' tasks do)."""
     from streamrec import pipeline
-    from streamrec.bucket import Bucket, S3Bucket
-    from streamrec.store import ModelStore
+    from streamrec.storage.bucket import Bucket, S3Bucket
+    from streamrec.storage.store import ModelStore
 
     b = Bucket.from_uri(uri)
     conn = os.environ.get("AIRFLOW_CONN_AWS_DEFAULT")
@@ -125,7 +125,7 @@ def open_bucket(uri: str):
         import boto3
         from botocore.config import Config
 
-        from streamrec.s3a import env_from_connection
+        from streamrec.launch.s3a import env_from_connection
 
         c = json.loads(conn)
         aws = env_from_connection(c.get("login"), c.get("password"), c.get("extra"))
@@ -167,8 +167,8 @@ def _run(dag, conf: dict | None = None) -> dict:
 
 
 def _make_data(data: Path, b) -> None:
-    from streamrec.bucket import LocalBucket
-    from streamrec.synth import SynthConfig, write_dataset
+    from streamrec.core.synth import SynthConfig, write_dataset
+    from streamrec.storage.bucket import LocalBucket
 
     cfg = SynthConfig(n_users=300, n_items=400, n_ratings=20_000, seed=7)
     write_dataset(cfg, str(data), n_partitions=3, history_fraction=0.6)
@@ -183,7 +183,7 @@ def _drop(b, data: Path) -> None:
     import pandas as pd
 
     from streamrec import pipeline
-    from streamrec.bucket import LocalBucket
+    from streamrec.storage.bucket import LocalBucket
 
     good = (data / "partitions" / "p-00001.csv").read_bytes()
     bad = pd.read_csv(data / "partitions" / "p-00002.csv")
@@ -238,7 +238,7 @@ def driver(work: Path, bucket_uri: str, retrain: bool = False) -> None:
         out["runs"].append(_run(dags["streamrec_retrain"], {"rank": 8, "iterations": 5, "tolerance": 0.05}))
         out["after_retrain"] = _snapshot(b, store)
         # the update DAG's requeue Param on a quarantined partition: checked again (and quarantined again)
-        from streamrec.review import events
+        from streamrec.pipeline.review import events
 
         out["runs"].append(_run(dags["streamrec_update"], {"requeue": ["p-bad"]}))
         out["after_requeue"] = {**_snapshot(b, store), "events": events(b)}
@@ -293,7 +293,7 @@ def check_scenario(res: dict, b) -> None:
 
 def check_retrain(res: dict, b) -> None:
     """After :func:`check_scenario`: the retrain was a fresh fit on the accepted lineage, published by the gate."""
-    from streamrec.store import ModelStore
+    from streamrec.storage.store import ModelStore
 
     retrain, s3, sr = res["runs"][4], res["snapshots"][2], res["after_retrain"]
     assert retrain["state"].endswith("success"), retrain

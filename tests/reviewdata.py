@@ -26,8 +26,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from streamrec import pipeline
-from streamrec.bucket import Bucket
-from streamrec.store import ModelArrays, ModelStore
+from streamrec.core.arrays import ModelArrays
+from streamrec.storage.bucket import Bucket
+from streamrec.storage.store import ModelStore
 
 RANK = 4
 NOW_TS = 1_790_000_000.0
@@ -128,7 +129,7 @@ def _gate(bucket: Bucket, store: ModelStore, version: str, published: str | None
 
 def populate(uri: str, work: str | os.PathLike[str], docs: bool = True) -> dict:
     """Fill the bucket at ``uri`` (see the module docstring); ``work`` is a scratch folder. Returns the facts."""
-    from streamrec.synth import SynthConfig, write_dataset
+    from streamrec.core.synth import SynthConfig, write_dataset
 
     bucket, store = pipeline.open_bucket(uri)
     data = Path(work) / "data"
@@ -213,7 +214,7 @@ def populate(uri: str, work: str | os.PathLike[str], docs: bool = True) -> dict:
         v2,
     )
     d2 = _gate(bucket, store, v2, v1)
-    from streamrec import reports
+    from streamrec.pipeline import reports
 
     reports.write_index(bucket, store)
     return {

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from streamrec.bucket import Bucket, LocalBucket, ObjectInfo, S3Bucket, check_key, make_s3_client
+from streamrec.storage.bucket import Bucket, LocalBucket, ObjectInfo, S3Bucket, check_key, make_s3_client
 
 
 @pytest.fixture(

@@ -253,8 +253,8 @@ def test_spark_workers_can_be_scaled(services):
 def test_the_environment_the_dags_read_is_set(services):
     sources = "".join(
         p.read_text(encoding="utf-8")
-        for p in [REPO / "dags" / "_streamrec_common.py", REPO / "streamrec" / "bucket.py"]
-        + [REPO / "streamrec" / "pipeline.py", REPO / "streamrec" / "spark.py"]
+        for p in [REPO / "dags" / "_streamrec_common.py", REPO / "streamrec" / "storage" / "bucket.py"]
+        + [REPO / "streamrec" / "pipeline" / "tasks.py", REPO / "streamrec" / "spark" / "session.py"]
     )
     wanted = {
         "STREAMREC_BUCKET",

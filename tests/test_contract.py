@@ -18,8 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streamrec.bucket import Bucket
-from streamrec.contract import (
+from streamrec.core.ratings_format import RatingsFormatError
+from streamrec.core.schema import HALF_STAR, WHOLE_STAR, RatingScale
+from streamrec.pipeline.contract import (
     Partition,
     PartitionCheck,
     check_partition,
@@ -31,8 +32,8 @@ from streamrec.contract import (
     quarantine,
     rating_grid,
 )
-from streamrec.loader import RatingsFormatError, read_ratings_pandas
-from streamrec.schema import HALF_STAR, WHOLE_STAR, RatingScale
+from streamrec.storage.bucket import Bucket
+from streamrec.storage.ratings import read_ratings_pandas
 
 NOW = 1790000000  # 2026-09-21T14:13:20Z; now + 1 day = 2026-09-22 14:13 UTC
 TS = 964982703  # 2000-07-30

@@ -22,16 +22,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from streamrec.bucket import Bucket
-from streamrec.contract import (
-    INCOMING,
-    check_partition,
-    list_incoming,
-    parse_partition,
-    quarantine,
-)
-from streamrec.loader import read_ratings_pandas
-from streamrec.schema import RatingScale
+from streamrec.core.schema import RatingScale
+from streamrec.pipeline.contract import INCOMING, check_partition, list_incoming, parse_partition, quarantine
+from streamrec.storage.bucket import Bucket
+from streamrec.storage.ratings import read_ratings_pandas
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from corpus.corpus_files import drop as drop_entry  # noqa: E402
@@ -172,7 +166,7 @@ def test_whole_corpus_at_once_every_file_accounted_for(tmp_path) -> None:
 @pytest.mark.spark
 @pytest.mark.parametrize("name", ACCEPTED)
 def test_spark_loader_reads_what_the_contract_checked(spark, tmp_path, name) -> None:
-    from streamrec.loader import read_ratings
+    from streamrec.spark.ratings import read_ratings
 
     case = CASES[name]
     root = tmp_path / "bucket"
@@ -193,9 +187,9 @@ def test_spark_loader_reads_what_the_contract_checked(spark, tmp_path, name) -> 
 _PEAK = textwrap.dedent(
     """
     import json, resource, sys
-    from streamrec.bucket import Bucket
-    from streamrec.contract import check_partition, list_incoming
-    from streamrec.schema import HALF_STAR
+    from streamrec.storage.bucket import Bucket
+    from streamrec.pipeline.contract import check_partition, list_incoming
+    from streamrec.core.schema import HALF_STAR
     bucket = Bucket.from_uri(sys.argv[1])
     [part] = list_incoming(bucket)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

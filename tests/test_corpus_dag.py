@@ -97,8 +97,8 @@ def driver(work: Path) -> None:
 @pytest.mark.integration
 @pytest.mark.slow
 def test_corpus_through_the_update_dag(tmp_path):
-    from streamrec.bucket import Bucket
-    from streamrec.contract import list_incoming
+    from streamrec.pipeline.contract import list_incoming
+    from streamrec.storage.bucket import Bucket
 
     secret = f"corpus-secret-{secrets.token_hex(12)}"
     key_id = f"AKIACORPUS{secrets.token_hex(5).upper()}"

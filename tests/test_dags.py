@@ -170,7 +170,7 @@ def test_bootstrap_flags_are_the_jobs_flags():
     spec = importlib.util.spec_from_file_location("_streamrec_job_bootstrap", REPO / "jobs" / "bootstrap.py")
     job = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(job)
-    from streamrec.model import BootstrapParams
+    from streamrec.core.params import BootstrapParams
 
     hp = BootstrapParams(rank=7, iterations=3, reg=0.2, reg_user=3.0, reg_item=4.0, seed=9)
     ns = job.parse(["--bucket", "b", "--ratings", "r", *hp.to_argv()])
@@ -202,7 +202,7 @@ def test_tuning_dag_maps_trials_one_at_a_time(parsed):
     ],
 )
 def test_hyper_parameters_default_to_the_parameter_set(parsed, dag_id, fields):
-    """null = "not given": the stored parameter set, else the built-in default (streamrec.paramsets)."""
+    """null = "not given": the stored parameter set, else the built-in default (streamrec.storage.paramsets)."""
     defaults = parsed["dags"][dag_id]["param_defaults"]
     assert all(defaults[f] is None for f in fields), {f: defaults[f] for f in fields}
     assert defaults["param_set"] == "tuned"
@@ -215,7 +215,7 @@ def test_tune_trial_flags_are_the_jobs_flags():
     spec = importlib.util.spec_from_file_location("_streamrec_job_tune", REPO / "jobs" / "tune_trial.py")
     job = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(job)
-    from streamrec.model import BootstrapParams, UpdateParams
+    from streamrec.core.params import BootstrapParams, UpdateParams
 
     hp = BootstrapParams(rank=7, iterations=3, reg=0.2)
     ns = job.parse(["bootstrap", "--bucket", "b", "--run", "r", "--trial", "2", *hp.to_argv()])

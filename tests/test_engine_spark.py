@@ -9,9 +9,11 @@ import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
-from streamrec import bootstrap, evaluate, sgd, update
-from streamrec.model import BootstrapParams, FactorModel, UpdateParams
-from streamrec.schema import FACTOR_SCHEMA, RATINGS_SCHEMA
+from streamrec.core import sgd
+from streamrec.core.params import BootstrapParams, UpdateParams
+from streamrec.spark import bootstrap, evaluate, update
+from streamrec.spark.model import FactorModel
+from streamrec.spark.schema import FACTOR_SCHEMA, RATINGS_SCHEMA
 
 pytestmark = pytest.mark.spark
 
@@ -187,7 +189,7 @@ def test_bootstrap_same_seed_same_model_and_it_fits(spark, planted):
 
 
 def _wide():
-    from streamrec.schema import RatingScale
+    from streamrec.core.schema import RatingScale
 
     return RatingScale(-10.0, 10.0, 0.5)
 

@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 import reliability_faults as rf  # noqa: E402  (bench/reliability_faults.py: the scenarios, shared with the bench)
 
-from streamrec import faults  # noqa: E402
+from streamrec.core import faults  # noqa: E402
 
 
 def _assert_checks(result: dict) -> None:
@@ -72,7 +72,8 @@ def test_failpoint_sleep_and_parsing(monkeypatch):
 def _tiny_store(uri):
     import numpy as np
 
-    from streamrec.store import ModelArrays, ModelStore
+    from streamrec.core.arrays import ModelArrays
+    from streamrec.storage.store import ModelStore
 
     store = ModelStore(uri)
     rng = np.random.default_rng(0)
@@ -94,7 +95,7 @@ def _tiny_store(uri):
 
 def _race(store, versions, expected="v0", overlap=0.5):
     """Publish each version from its own thread at once, held ``overlap`` s between the pointer's read and write."""
-    from streamrec.store import ModelStore, StoreError
+    from streamrec.storage.store import ModelStore, StoreError
 
     out: dict[str, str] = {}
 
@@ -128,7 +129,7 @@ def _env(name, value):
 
 
 def _check_cas(store):
-    from streamrec.store import PointerMovedError
+    from streamrec.storage.store import PointerMovedError
 
     store.publish("v1", expected_current="v0")
     with pytest.raises(PointerMovedError, match="moved"):
@@ -215,7 +216,7 @@ def test_s3_outage_during_publish_then_retry(world, s3_env, cut):
 @pytest.mark.spark
 @pytest.mark.parametrize("where", ["local", "s3"])
 def test_failure_after_pointer_then_publish_retried(world, where, tmp_path, request):
-    from streamrec.bucket import Bucket
+    from streamrec.storage.bucket import Bucket
 
     if where == "s3":
         uri = request.getfixturevalue("s3_bucket_uri")
@@ -234,7 +235,7 @@ def test_failure_after_pointer_then_publish_retried(world, where, tmp_path, requ
 @pytest.mark.slow
 @pytest.mark.spark
 def test_concurrent_publish_local_one_wins_loser_applied_next(world, dag, spark, tmp_path):
-    from streamrec.bucket import Bucket
+    from streamrec.storage.bucket import Bucket
 
     res = rf.fault_concurrent_publish(world, Bucket.from_uri(tmp_path / "bucket"), dag, spark, tmp_path)
     _assert_checks(res)
@@ -244,7 +245,7 @@ def test_concurrent_publish_local_one_wins_loser_applied_next(world, dag, spark,
 @pytest.mark.integration
 @pytest.mark.spark
 def test_concurrent_publish_s3_one_wins(world, dag, s3_bucket_uri):
-    from streamrec.bucket import Bucket
+    from streamrec.storage.bucket import Bucket
 
     res = rf.fault_concurrent_publish(world, Bucket.from_uri(s3_bucket_uri), dag)
     _assert_checks(res)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from streamrec import jvm
-from streamrec.store import ModelStore
-from streamrec.synth import SynthConfig, write_dataset
+from streamrec.core.synth import SynthConfig, write_dataset
+from streamrec.launch import jvm
+from streamrec.storage.store import ModelStore
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -1,10 +1,10 @@
-"""Driver JVM options (``streamrec.jvm``): which flags a driver gets, and that a real session started with them."""
+"""Driver JVM options (``streamrec.launch.jvm``): which flags a driver gets, and that a real session started with them."""
 
 from __future__ import annotations
 
 import pytest
 
-from streamrec import jvm
+from streamrec.launch import jvm
 
 
 @pytest.fixture

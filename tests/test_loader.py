@@ -1,4 +1,4 @@
-"""Tests for streamrec.loader: formats, line endings, folders, and exact file/line/rule on bad rows.
+"""Tests for streamrec.spark.ratings: formats, line endings, folders, and exact file/line/rule on bad rows.
 
 Expected values are written by hand. pandas-only tests are ``unit``; ``spark`` tests share the session
 fixture and are kept few (each read is one small Spark job).
@@ -17,15 +17,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamrec import loader
-from streamrec.loader import (
-    RatingsFormatError,
-    detect_format,
-    list_rating_files,
-    read_ratings,
-    read_ratings_pandas,
-)
-from streamrec.schema import RATINGS_SCHEMA, WHOLE_STAR, RatingScale
+from streamrec.core import ratings_format as rules
+from streamrec.core.ratings_format import RatingsFormatError
+from streamrec.core.schema import HALF_STAR, WHOLE_STAR, RatingScale
+from streamrec.spark import ratings as spark_reader
+from streamrec.spark.ratings import read_ratings
+from streamrec.spark.schema import RATINGS_SCHEMA
+from streamrec.storage import ratings as loader
+from streamrec.storage.ratings import detect_format, list_rating_files, read_ratings_pandas
 
 ML_HEADER = "userId,movieId,rating,timestamp"
 
@@ -329,7 +328,7 @@ TOKENS = [
 
 
 def scalar_ok(fields: list[str], layout) -> bool:
-    return loader._check_fields(fields, layout, loader.HALF_STAR) is None
+    return rules.check_fields(fields, layout, HALF_STAR) is None
 
 
 @pytest.mark.unit
@@ -342,9 +341,9 @@ def scalar_ok(fields: list[str], layout) -> bool:
     )
 )
 def test_vectorised_rules_match_scalar_rules(rows_):
-    for layout in (loader._MOVIELENS, loader._CSV_TS, loader._CSV):
+    for layout in (rules.MOVIELENS, rules.CSV_TS, rules.CSV):
         cols = [pa.array([r[j] for r in rows_], pa.large_string()) for j in range(layout.n_fields)]
-        ok, _ = loader._pa_ok_and_values(cols, layout, loader.HALF_STAR)
+        ok, _ = loader.pa_ok_and_values(cols, layout, HALF_STAR)
         expected = [scalar_ok(r[: layout.n_fields], layout) for r in rows_]
         assert ok.tolist() == expected
 
@@ -358,12 +357,12 @@ def test_spark_rules_match_scalar_rules(spark, tmp_path):
     )
     lines |= {"1,2,3.5", "1,2,3.5,4,5", "1\t2\t3.5\t4"}
     lines.discard("")
-    layout = loader._CSV_TS
+    layout = rules.CSV_TS
     path = write(tmp_path / "r.csv", layout.header + "\n" + "\n".join(sorted(lines)) + "\n")
-    group = loader._text_group(spark, layout, [path], loader.HALF_STAR)
+    group = spark_reader.text_group(spark, layout, [path], HALF_STAR)
     got = {r["value"]: r["_ok"] for r in group.annotated.select("value", "_ok").collect()}
     got.pop(layout.header)
-    expected = {line: loader._check_line(line, layout, loader.HALF_STAR) is None for line in lines}
+    expected = {line: rules.check_line(line, layout, HALF_STAR) is None for line in lines}
     assert got == expected
     assert sum(expected.values()) > 20  # the corpus has valid lines too
 

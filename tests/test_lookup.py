@@ -6,9 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from streamrec.lookup import Recommender, seen_from_ratings
-from streamrec.schema import RatingScale
-from streamrec.store import ModelArrays, ModelStore
+from streamrec.core.arrays import ModelArrays
+from streamrec.core.schema import RatingScale
+from streamrec.pipeline.lookup import Recommender, seen_from_ratings
+from streamrec.storage.store import ModelStore
 
 pytestmark = pytest.mark.unit
 

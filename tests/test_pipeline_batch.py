@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 
 from streamrec import pipeline
-from streamrec.bucket import Bucket
-from streamrec.store import ModelArrays, ModelStore
+from streamrec.core.arrays import ModelArrays
+from streamrec.storage.bucket import Bucket
+from streamrec.storage.store import ModelStore
 
 pytestmark = pytest.mark.unit
 

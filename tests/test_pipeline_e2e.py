@@ -15,15 +15,15 @@ from e2e_support import airflow_env, check_retrain, check_scenario, run_scenario
 @pytest.mark.integration
 @pytest.mark.slow
 def test_bootstrap_then_three_partitions(tmp_path):
-    from streamrec.bucket import LocalBucket
+    from streamrec.storage.bucket import LocalBucket
 
     bucket = tmp_path / "bucket"
     env = airflow_env(tmp_path / "airflow", bucket)
     res, out = run_scenario(tmp_path, env, str(bucket), retrain=True)
     check_scenario(res, LocalBucket(bucket))
     check_retrain(res, LocalBucket(bucket))
-    # every spark-submit started its driver with streamrec.jvm's options (prepare_task, the DAGs' pre_execute)
-    from streamrec import jvm
+    # every spark-submit started its driver with streamrec.launch.jvm's options (prepare_task, the DAGs' pre_execute)
+    from streamrec.launch import jvm
 
     submits = [line for line in out.splitlines() if "Spark-Submit cmd" in line]
     assert submits and all(jvm.driver_java_options() in line for line in submits), submits[:2]

@@ -1,5 +1,5 @@
 """The end-to-end scenario of ``tests/test_pipeline_e2e.py`` on ``s3://`` (a moto server on loopback): the
-tasks reach the bucket with boto3, the Spark jobs with ``s3a://`` (``streamrec.s3a``: the fetched hadoop-aws
+tasks reach the bucket with boto3, the Spark jobs with ``s3a://`` (``streamrec.launch.s3a``: the fetched hadoop-aws
 jars, non-secret conf on the submit line, credentials in the job's environment).
 
 The Airflow process gets **no** ``AWS_*`` variables: the endpoint and credentials come only from the
@@ -33,8 +33,8 @@ AWS_VARS = (
 
 
 def test_bootstrap_then_three_partitions_on_s3(tmp_path, s3_bucket_uri, s3_endpoint, monkeypatch):
-    from streamrec import s3a
-    from streamrec.bucket import Bucket
+    from streamrec.launch import s3a
+    from streamrec.storage.bucket import Bucket
 
     if s3a.configured_jars() is None:
         pytest.skip(f"no hadoop-aws jars ({s3a.describe()}); `make setup` fetches them")

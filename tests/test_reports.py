@@ -8,11 +8,12 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from streamrec.bucket import Bucket
-from streamrec.contract import check_partition, quarantine
-from streamrec.reports import gate_report, history_points, rmse_svg, version_history, write_index
-from streamrec.schema import HALF_STAR
-from streamrec.store import ModelArrays, ModelStore
+from streamrec.core.arrays import ModelArrays
+from streamrec.core.schema import HALF_STAR
+from streamrec.pipeline.contract import check_partition, quarantine
+from streamrec.pipeline.reports import gate_report, history_points, rmse_svg, version_history, write_index
+from streamrec.storage.bucket import Bucket
+from streamrec.storage.store import ModelStore
 
 HOSTILE = "<script>alert(1)&"
 NOW = 1790000000

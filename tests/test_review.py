@@ -1,4 +1,4 @@
-"""streamrec.review without HTTP: the review log decides what is held, report keys are confined to reports/,
+"""streamrec.pipeline.review without HTTP: the review log decides what is held, report keys are confined to reports/,
 MovieLens titles parse, and the lookup cache follows the pointer."""
 
 from __future__ import annotations
@@ -6,9 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streamrec import pipeline, review
-from streamrec.bucket import Bucket
-from streamrec.store import ModelArrays, ModelStore, StoreError
+from streamrec import pipeline
+from streamrec.core.arrays import ModelArrays
+from streamrec.pipeline import review
+from streamrec.storage.bucket import Bucket
+from streamrec.storage.store import ModelStore, StoreError
 
 pytestmark = pytest.mark.unit
 

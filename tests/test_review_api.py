@@ -109,7 +109,7 @@ def facts(populated):
 def client(airflow_auth, plugin, bucket_dir):
     from fastapi.testclient import TestClient
 
-    from streamrec.review import LookupCache
+    from streamrec.pipeline.review import LookupCache
 
     app = mounted(plugin.create_app(str(bucket_dir), cache=LookupCache(pointer_ttl=0.0)))
     with TestClient(app, base_url="http://testserver/streamrec") as c:
@@ -373,12 +373,12 @@ def test_requeue_quarantined_and_gate_rejected(client, airflow_auth, facts, buck
 
 
 # ------------------------------------------------------------------------------------------------------------
-# the same on S3 (moto server): report files, overview and lookup through streamrec.bucket
+# the same on S3 (moto server): report files, overview and lookup through streamrec.storage.bucket
 # ------------------------------------------------------------------------------------------------------------
 def test_works_on_s3(airflow_auth, plugin, s3_bucket_uri, tmp_path):
     from fastapi.testclient import TestClient
 
-    from streamrec.review import LookupCache
+    from streamrec.pipeline.review import LookupCache
 
     facts = populate(s3_bucket_uri, tmp_path / "work", docs=False)
     app = mounted(plugin.create_app(s3_bucket_uri, cache=LookupCache()))

@@ -1,4 +1,4 @@
-"""``streamrec.s3a`` without a JVM: the conf it derives from the environment, which jars it picks, the fetch's
+"""``streamrec.launch.s3a`` without a JVM: the conf it derives from the environment, which jars it picks, the fetch's
 integrity checks, and the mapping of an Airflow AWS connection to environment variables."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import tarfile
 
 import pytest
 
-from streamrec import s3a
+from streamrec.launch import s3a
 
 pytestmark = pytest.mark.unit
 
@@ -44,7 +44,7 @@ def test_https_endpoint_and_generic_variable():
     conf = s3a.hadoop_conf({"AWS_ENDPOINT_URL": "https://minio.example:9000"}, jars=[])
     assert conf["fs.s3a.endpoint"] == "https://minio.example:9000"
     assert conf["fs.s3a.connection.ssl.enabled"] == "true"
-    # the S3-specific variable wins, as in streamrec.bucket
+    # the S3-specific variable wins, as in streamrec.storage.bucket
     env = {"AWS_ENDPOINT_URL": "https://a.example", "AWS_ENDPOINT_URL_S3": "http://b.example"}
     assert s3a.hadoop_conf(env, jars=[])["fs.s3a.endpoint"] == "http://b.example"
 
@@ -77,7 +77,7 @@ def test_which_jars(tmp_path):
     empty = {"STREAMREC_S3A_JARS_DIR": str(tmp_path / "none")}
     assert s3a.configured_jars(empty) is None
     assert s3a.spark_conf(empty, require=False) == {}
-    with pytest.raises(s3a.S3AUnavailable, match="python -m streamrec.s3a fetch"):
+    with pytest.raises(s3a.S3AUnavailable, match="python -m streamrec.launch.s3a fetch"):
         s3a.spark_conf(empty)
     assert s3a.configured_jars({"STREAMREC_S3A_JARS": "provided"}) == []
     assert "spark.jars" not in s3a.spark_conf({"STREAMREC_S3A_JARS": "provided"})

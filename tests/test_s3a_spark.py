@@ -1,16 +1,16 @@
 """Spark's own I/O on ``s3a://`` against a real moto server: the fetched hadoop-aws jars, the conf built by
-``streamrec.s3a`` from the environment, credentials only in the environment.
+``streamrec.launch.s3a`` from the environment, credentials only in the environment.
 
 One scenario, two ways of running Spark, both in subprocesses (one SparkContext per JVM; the shared ``spark``
 fixture was built without S3 settings):
 
 * as plain Python (this file is the driver: ``python tests/test_s3a_spark.py BUCKET_URI``): ``get_session()``
-  picks up the s3a conf by itself; ``streamrec.loader.read_ratings`` reads the ratings CSV from ``s3a://``;
-  ``streamrec.runs`` bootstraps (hold-out Parquet + factor tables written through s3a), the version is
+  picks up the s3a conf by itself; ``streamrec.spark.ratings.read_ratings`` reads the ratings CSV from ``s3a://``;
+  ``streamrec.spark.runs`` bootstraps (hold-out Parquet + factor tables written through s3a), the version is
   published, and one partition is folded in (the base model read back through s3a);
-* through ``spark-submit`` with ``python -m streamrec.s3a submit-args``: ``jobs/evaluate.py`` scores the update.
+* through ``spark-submit`` with ``python -m streamrec.launch.s3a submit-args``: ``jobs/evaluate.py`` scores the update.
 
-Then, in this process, with boto3 only (``streamrec.lookup`` / ``ModelStore.load_arrays``): the factor tables
+Then, in this process, with boto3 only (``streamrec.pipeline.lookup`` / ``ModelStore.load_arrays``): the factor tables
 have one row per entity the data holds, and the RMSE recomputed with numpy from what boto3 reads equals the
 Spark job's. Nowhere in the subprocesses' output or Spark's conf does the secret key appear.
 """
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from streamrec import jvm
+from streamrec.launch import jvm
 
 pytestmark = [pytest.mark.spark, pytest.mark.integration, pytest.mark.slow]
 
@@ -35,11 +35,11 @@ SECRET = "s3a-test-secret-6f1d0c2b9e"
 
 def _driver(bucket_uri: str) -> None:
     """Plain-Python Spark on s3a: read, bootstrap, publish, update. Prints one JSON line prefixed with @@."""
-    from streamrec.loader import read_ratings
-    from streamrec.model import BootstrapParams
-    from streamrec.runs import Holdout, bootstrap_version, update_version
-    from streamrec.spark import get_session
-    from streamrec.store import ModelStore
+    from streamrec.core.params import BootstrapParams
+    from streamrec.spark.ratings import read_ratings
+    from streamrec.spark.runs import Holdout, bootstrap_version, update_version
+    from streamrec.spark.session import get_session
+    from streamrec.storage.store import ModelStore
 
     store = ModelStore(bucket_uri)
     b = store.bucket
@@ -77,7 +77,7 @@ def _driver(bucket_uri: str) -> None:
 @pytest.fixture
 def s3a_env(s3_bucket_uri, tmp_path):
     """Subprocess environment: the moto endpoint, a recognisable secret, no stray AWS config."""
-    from streamrec import s3a
+    from streamrec.launch import s3a
 
     if s3a.configured_jars() is None:
         pytest.skip(f"no hadoop-aws jars ({s3a.describe()}); `make setup` fetches them")
@@ -99,11 +99,12 @@ def test_spark_reads_and_writes_s3a_and_boto3_reads_it_back(s3a_env, tmp_path, m
     import numpy as np
     import pandas as pd
 
-    from streamrec import pipeline, s3a
-    from streamrec.bucket import Bucket
-    from streamrec.lookup import Recommender
-    from streamrec.store import ModelStore
-    from streamrec.synth import SynthConfig, write_dataset
+    from streamrec import pipeline
+    from streamrec.core.synth import SynthConfig, write_dataset
+    from streamrec.launch import s3a
+    from streamrec.pipeline.lookup import Recommender
+    from streamrec.storage.bucket import Bucket
+    from streamrec.storage.store import ModelStore
 
     bucket_uri, env = s3a_env
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)  # this process's boto3: same identity as the jobs

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from streamrec.bucket import Bucket, check_key
-from streamrec.contract import check_partition, list_incoming, quarantine
-from streamrec.schema import HALF_STAR
+from streamrec.core.schema import HALF_STAR
+from streamrec.pipeline.contract import check_partition, list_incoming, quarantine
+from streamrec.storage.bucket import Bucket, check_key
 
 REPO = Path(__file__).resolve().parent.parent
 GOOD = b"user,item,rating,timestamp\n1,10,4.0,1600000000\n"
@@ -214,8 +214,8 @@ def test_kubernetes_values_require_a_login() -> None:
 # keys a bucket cannot address are refused in the open: listed by the pipeline and on the index page
 # ----------------------------------------------------------------------------------------------------------------
 def _refused_keys_are_reported(bucket: Bucket, bad_key: str) -> None:
-    from streamrec import reports
-    from streamrec.store import ModelStore
+    from streamrec.pipeline import reports
+    from streamrec.storage.store import ModelStore
 
     bucket.write_bytes("ratings/incoming/p-good.csv", GOOD)
     refused: list[str] = []

@@ -1,4 +1,4 @@
-"""The numeric core of the streaming update (streamrec.sgd), against hand-worked values and a loop reference."""
+"""The numeric core of the streaming update (streamrec.core.sgd), against hand-worked values and a loop reference."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamrec.model import UpdateParams
-from streamrec.sgd import Side, absorb
+from streamrec.core.params import UpdateParams
+from streamrec.core.sgd import Side, absorb
 
 pytestmark = pytest.mark.unit
 
@@ -193,9 +193,9 @@ def test_update_group_gives_the_same_bits_whatever_the_row_order() -> None:
     """The grouped-map function of the Spark update sorts its rows: Spark does not promise their order."""
     import pandas as pd
 
-    from streamrec.model import UpdateParams
-    from streamrec.schema import HALF_STAR
-    from streamrec.update import _absorb_group
+    from streamrec.core.params import UpdateParams
+    from streamrec.core.schema import HALF_STAR
+    from streamrec.spark.update import _absorb_group
 
     rng = np.random.default_rng(7)
     rank, n = 3, 400

@@ -16,14 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from streamrec.bucket import Bucket, LocalBucket
-from streamrec.store import (
-    POINTER,
-    ModelArrays,
-    ModelStore,
-    StoreError,
-    VersionNotFoundError,
-)
+from streamrec.core.arrays import ModelArrays
+from streamrec.spark.model import load_model, to_arrays, write_model
+from streamrec.storage.bucket import Bucket, LocalBucket
+from streamrec.storage.store import POINTER, ModelStore, StoreError, VersionNotFoundError
 
 SPECIAL = [0.0, -0.0, 5e-324, -2.2250738585072014e-308, 1e300, -1e-300, 0.1, 1 / 3]
 
@@ -68,8 +64,8 @@ def to_factor_model(spark, arrays: ModelArrays):
     """The Spark ``FactorModel`` holding ``arrays``."""
     import pandas as pd
 
-    from streamrec.model import FactorModel
-    from streamrec.schema import FACTOR_SCHEMA
+    from streamrec.spark.model import FactorModel
+    from streamrec.spark.schema import FACTOR_SCHEMA
 
     def frame(ids, bias, n, factors):
         pdf = pd.DataFrame({"id": ids, "bias": bias, "n": n, "factors": [row for row in factors]})
@@ -109,7 +105,7 @@ class FixedClock:
 def test_spark_round_trip_is_bit_identical(spark, tmp_path) -> None:
     arrays = random_arrays(seed=1)
     store = ModelStore(tmp_path, clock=FixedClock(datetime(2026, 11, 26, 18, 30, tzinfo=UTC)))
-    version = store.write_version(to_factor_model(spark, arrays), dict(LINEAGE))
+    version = write_model(store, to_factor_model(spark, arrays), dict(LINEAGE))
     assert re.fullmatch(r"v20261126T183000-[0-9a-f]{6}", version)
 
     manifest = store.read_manifest(version)
@@ -125,10 +121,10 @@ def test_spark_round_trip_is_bit_identical(spark, tmp_path) -> None:
     )
 
     assert_bit_identical(store.load_arrays(version), arrays)  # pyarrow path, no Spark
-    loaded = store.load_model(spark, version)  # Spark path
+    loaded = load_model(store, spark, version)  # Spark path
     assert (loaded.mu, loaded.n, loaded.rank) == (arrays.mu, arrays.n, arrays.rank)
     assert loaded.users.schema.fieldNames() == ["id", "bias", "n", "factors"]
-    assert_bit_identical(ModelArrays.from_model(loaded), arrays)
+    assert_bit_identical(to_arrays(loaded), arrays)
 
 
 @pytest.mark.spark
@@ -151,15 +147,15 @@ def test_spark_retry_rewrites_cleanly_and_manifest_comes_last(spark, tmp_path) -
     store.bucket.write_json = spy  # type: ignore[method-assign]
     smaller = random_arrays(seed=3, n_users=7, n_items=5)
     assert (
-        store.write_version(to_factor_model(spark, smaller), {"kind": "retrain"}, version="v-retry")
+        write_model(store, to_factor_model(spark, smaller), {"kind": "retrain"}, version="v-retry")
         == "v-retry"
     )
     assert seen_at_manifest_write == [True]
     assert_bit_identical(store.load_arrays("v-retry"), smaller)  # no stale rows from the first attempt
-    assert store.load_model(spark, "v-retry").users.count() == 7
+    assert load_model(store, spark, "v-retry").users.count() == 7
     store.publish("v-retry")
     with pytest.raises(StoreError, match="refusing to overwrite"):
-        store.write_version(to_factor_model(spark, smaller), {}, version="v-retry")
+        write_model(store, to_factor_model(spark, smaller), {}, version="v-retry")
 
 
 # --- numpy write path: exact round trip for any values ---------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Tests for streamrec.synth: determinism, the MovieLens shape, the planted truth, the chunked writer."""
+"""Tests for streamrec.core.synth: determinism, the MovieLens shape, the planted truth, the chunked writer."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from streamrec import synth
-from streamrec.loader import read_ratings_pandas
-from streamrec.schema import WHOLE_STAR
-from streamrec.synth import SynthConfig, generate_frame, main, write_dataset
+from streamrec.core import synth
+from streamrec.core.schema import WHOLE_STAR
+from streamrec.core.synth import SynthConfig, generate_frame, main, write_dataset
+from streamrec.storage.ratings import read_ratings_pandas
 
 pytestmark = pytest.mark.unit
 

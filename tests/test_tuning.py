@@ -10,9 +10,10 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from streamrec import paramsets, tuning
-from streamrec.bucket import Bucket
-from streamrec.model import BootstrapParams, UpdateParams
+from streamrec.core.params import BootstrapParams, UpdateParams
+from streamrec.pipeline import tuning
+from streamrec.storage import paramsets
+from streamrec.storage.bucket import Bucket
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -154,8 +155,8 @@ def test_save_merges_parts_and_validates(tmp_path):
 # Spark: the split and one trial of each kind
 # ------------------------------------------------------------------------------------------------------------
 def _synth(spark, n_ratings=6000, seed=5):
-    from streamrec.schema import RATINGS_SCHEMA
-    from streamrec.synth import SynthConfig, generate_frame
+    from streamrec.core.synth import SynthConfig, generate_frame
+    from streamrec.spark.schema import RATINGS_SCHEMA
 
     pdf = generate_frame(SynthConfig(n_users=150, n_items=200, n_ratings=n_ratings, seed=seed))
     pdf = pdf.rename(columns={"timestamp": "ts"})
@@ -165,7 +166,7 @@ def _synth(spark, n_ratings=6000, seed=5):
 
 @pytest.mark.spark
 def test_tuning_split_never_uses_the_stores_validation_rows(spark):
-    from streamrec import split
+    from streamrec.spark import split
 
     pdf, df = _synth(spark)
     holdout = {"fraction": 0.1, "seed": 42}
@@ -187,8 +188,8 @@ def test_tuning_split_never_uses_the_stores_validation_rows(spark):
 
 @pytest.mark.spark
 def test_one_bootstrap_trial_and_one_replay_trial(spark):
-    from streamrec import bootstrap
-    from streamrec.schema import HALF_STAR
+    from streamrec.core.schema import HALF_STAR
+    from streamrec.spark import bootstrap
 
     pdf, df = _synth(spark)
     fit, score = tuning.tuning_split(df, 0.2, 1, {"fraction": 0.1, "seed": 42})
@@ -200,7 +201,7 @@ def test_one_bootstrap_trial_and_one_replay_trial(spark):
 
     order = pdf.sort_values("ts", kind="stable")
     cut = int(len(order) * 0.6)
-    from streamrec.schema import RATINGS_SCHEMA
+    from streamrec.spark.schema import RATINGS_SCHEMA
 
     start = bootstrap.fit(
         spark.createDataFrame(order.iloc[:cut][["user", "item", "rating", "ts"]], RATINGS_SCHEMA),
@@ -228,7 +229,8 @@ def test_one_bootstrap_trial_and_one_replay_trial(spark):
 # ------------------------------------------------------------------------------------------------------------
 def _lineage_store(root):
     """v-boot (history) -> v-u1 (p1) -> v-u2 (p1, p2) -> v-u3 (p1..p3), v-u3 published."""
-    from streamrec.store import ModelArrays, ModelStore
+    from streamrec.core.arrays import ModelArrays
+    from streamrec.storage.store import ModelStore
 
     store = ModelStore(root)
     arrays = ModelArrays(3.5, 2, [1, 2], [0.0, 0.1], np.zeros((2, 2)), [10], [0.2], np.zeros((1, 2)), n=3)
@@ -332,7 +334,7 @@ def test_finish_chooses_reports_skipped_trials_and_stores_the_set(tmp_path):
 
 @pytest.mark.unit
 def test_update_manifest_lineage_keeps_the_bootstrap_entry_and_replaces_the_update_entry():
-    from streamrec.runs import _param_set_lineage
+    from streamrec.spark.runs import _param_set_lineage
 
     boot = {"name": "tuned", "digest": "aaa"}
     base = {

@@ -1,5 +1,5 @@
 """The tuning DAG end to end with real parts: Airflow's ``dag.test()``, real ``spark-submit`` trials (mapped), a
-local bucket holding a real lineage (a bootstrap and two applied partitions, built with ``streamrec.runs``).
+local bucket holding a real lineage (a bootstrap and two applied partitions, built with ``streamrec.spark.runs``).
 
 1. ``streamrec_tune`` with 2 trials per part: both mapped trial tasks run, the report and ``params/tuned.json``
    are written;
@@ -26,10 +26,10 @@ from e2e_support import _dags, _run, airflow_env, run_driver  # noqa: E402
 
 def _lineage(work: Path, bucket: Path) -> None:
     """Synthetic history + 2 partitions, bootstrapped and updated with the jobs' own functions, published."""
-    from streamrec.runs import Holdout, bootstrap_version, update_version
-    from streamrec.spark import get_session
-    from streamrec.store import ModelStore
-    from streamrec.synth import SynthConfig, write_dataset
+    from streamrec.core.synth import SynthConfig, write_dataset
+    from streamrec.spark.runs import Holdout, bootstrap_version, update_version
+    from streamrec.spark.session import get_session
+    from streamrec.storage.store import ModelStore
 
     data = work / "data"
     write_dataset(SynthConfig(n_users=200, n_items=300, n_ratings=12_000, seed=3), str(data), 2, 0.7)
@@ -41,7 +41,7 @@ def _lineage(work: Path, bucket: Path) -> None:
     inc.mkdir(parents=True)
     spark = get_session("tune-e2e-setup", checkpoint_dir=str(work / "ckpt"))
     store = ModelStore(str(bucket))
-    from streamrec.model import BootstrapParams
+    from streamrec.core.params import BootstrapParams
 
     m = bootstrap_version(
         spark,

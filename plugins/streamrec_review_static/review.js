@@ -179,7 +179,7 @@ function render(d) {
 async function loadChart() {
   const r = await fetch("api/chart.svg", { credentials: "same-origin" });
   if (!r.ok) throw new Error(`chart: ${r.status}`);
-  // The server escapes every text it puts in the SVG (streamrec.reports.rmse_svg).
+  // The server escapes every text it puts in the SVG (streamrec.pipeline.reports.rmse_svg).
   $("chart").innerHTML = await r.text();
 }
 
