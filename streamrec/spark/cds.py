@@ -13,8 +13,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from streamrec.spark import demo
 from streamrec.launch.jvm import RECORD_ENV, archive_path, cds_dir, driver_java_options
+from streamrec.spark import demo
 from streamrec.spark.session import local_extra_classpath
 
 
