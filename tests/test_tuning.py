@@ -12,6 +12,7 @@ import pytest
 
 from streamrec.core.params import BootstrapParams, UpdateParams
 from streamrec.pipeline import tuning
+from streamrec.spark import tuning as spark_tuning
 from streamrec.storage import paramsets
 from streamrec.storage.bucket import Bucket
 
@@ -172,7 +173,7 @@ def test_tuning_split_never_uses_the_stores_validation_rows(spark):
     holdout = {"fraction": 0.1, "seed": 42}
     _, store_val = split.split(df, 0.1, 42)
     # same seed as the store's split on purpose: the salt still gives a non-empty, independent split
-    fit, score = tuning.tuning_split(df, 0.2, 42, holdout)
+    fit, score = spark_tuning.tuning_split(df, 0.2, 42, holdout)
     key = ["user", "item"]
     v = {tuple(r) for r in store_val.select(*key).collect()}
     f = {tuple(r) for r in fit.select(*key).collect()}
@@ -182,7 +183,7 @@ def test_tuning_split_never_uses_the_stores_validation_rows(spark):
     assert not (f & s), "fit and score rows are disjoint"
     assert len(f) + len(s) + len(v) == len({tuple(x) for x in pdf[key].to_numpy()})
     assert 0.15 < len(s) / (len(s) + len(f)) < 0.25
-    again = {tuple(r) for r in tuning.tuning_split(df, 0.2, 42, holdout)[1].select(*key).collect()}
+    again = {tuple(r) for r in spark_tuning.tuning_split(df, 0.2, 42, holdout)[1].select(*key).collect()}
     assert again == s, "deterministic"
 
 
@@ -192,11 +193,11 @@ def test_one_bootstrap_trial_and_one_replay_trial(spark):
     from streamrec.spark import bootstrap
 
     pdf, df = _synth(spark)
-    fit, score = tuning.tuning_split(df, 0.2, 1, {"fraction": 0.1, "seed": 42})
-    good = tuning.bootstrap_trial(fit, score, BootstrapParams(rank=4, iterations=5, reg=0.1), HALF_STAR)
+    fit, score = spark_tuning.tuning_split(df, 0.2, 1, {"fraction": 0.1, "seed": 42})
+    good = spark_tuning.bootstrap_trial(fit, score, BootstrapParams(rank=4, iterations=5, reg=0.1), HALF_STAR)
     assert good["n"] == score.count() > 0 and 0.3 < good["rmse"] < 1.5
     # an absurd λ flattens the factors: the search must be able to see the difference
-    flat = tuning.bootstrap_trial(fit, score, BootstrapParams(rank=4, iterations=5, reg=50.0), HALF_STAR)
+    flat = spark_tuning.bootstrap_trial(fit, score, BootstrapParams(rank=4, iterations=5, reg=50.0), HALF_STAR)
     assert flat["rmse"] > good["rmse"]
 
     order = pdf.sort_values("ts", kind="stable")
@@ -212,14 +213,14 @@ def test_one_bootstrap_trial_and_one_replay_trial(spark):
         chunk = order.iloc[lo : lo + 800][["user", "item", "rating", "ts"]]
         parts.append((f"p{k}", spark.createDataFrame(chunk, RATINGS_SCHEMA)))
     parts = parts[:3]
-    res = tuning.replay_trial(start, parts, UpdateParams(passes=2), HALF_STAR)
+    res = spark_tuning.replay_trial(start, parts, UpdateParams(passes=2), HALF_STAR)
     assert list(res["per_partition"]) == ["p0", "p1", "p2"]
     assert res["n"] == sum(p.count() for _, p in parts)
     pooled = math.sqrt(sum(v["n"] * v["rmse"] ** 2 for v in res["per_partition"].values()) / res["n"])
     assert res["rmse"] == pytest.approx(pooled)
     # lr 0 absorbs nothing into the old entities: the first partition's prediction is the same, and later
     # partitions are predicted by a model that learnt less
-    frozen = tuning.replay_trial(start, parts, UpdateParams(lr=0.0, passes=2), HALF_STAR)
+    frozen = spark_tuning.replay_trial(start, parts, UpdateParams(lr=0.0, passes=2), HALF_STAR)
     assert frozen["per_partition"]["p0"]["rmse"] == pytest.approx(res["per_partition"]["p0"]["rmse"])
     assert frozen["rmse"] != pytest.approx(res["rmse"])
 
