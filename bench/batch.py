@@ -38,7 +38,8 @@ def main() -> int:
     say = common.Progress("batch")
 
     from streamrec.core.params import BootstrapParams
-    from streamrec.core.synth import SynthConfig, write_dataset
+    from streamrec.core.synth import SynthConfig
+    from streamrec.core.synth_files import write_dataset
     from streamrec.spark import runs
     from streamrec.storage.store import ModelStore
 

@@ -51,7 +51,8 @@ def partition_csv(rows: int, seed: int, k: int = 0) -> bytes:
     users, 800 items, the same seed, so the same kind of users and items), as CSV."""
     import tempfile
 
-    from streamrec.core.synth import SynthConfig, write_dataset
+    from streamrec.core.synth import SynthConfig
+    from streamrec.core.synth_files import write_dataset
 
     cfg = SynthConfig(n_users=600, n_items=800, n_ratings=40_000 + rows + k, seed=seed)
     with tempfile.TemporaryDirectory() as tmp:

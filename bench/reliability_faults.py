@@ -88,7 +88,8 @@ class World:
 def make_world(work: Path, spark: Any) -> World:
     from streamrec import pipeline
     from streamrec.core.params import BootstrapParams
-    from streamrec.core.synth import SynthConfig, write_dataset
+    from streamrec.core.synth import SynthConfig
+    from streamrec.core.synth_files import write_dataset
     from streamrec.spark import runs
     from streamrec.storage.bucket import Bucket
     from streamrec.storage.store import ModelStore
@@ -282,8 +283,8 @@ class PointerWatcher:
 
 
 def s3_client(endpoint: str) -> Any:
-    """A boto3 client with the production configuration (``streamrec.storage.bucket.make_s3_client``) for ``endpoint``."""
-    from streamrec.storage.bucket import make_s3_client
+    """A boto3 client with the production configuration (``streamrec.storage.s3client.make_s3_client``) for ``endpoint``."""
+    from streamrec.storage.s3client import make_s3_client
 
     old = os.environ.get("AWS_ENDPOINT_URL_S3")
     os.environ["AWS_ENDPOINT_URL_S3"] = endpoint

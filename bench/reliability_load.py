@@ -305,7 +305,8 @@ def make_data(
     out: Path, n_partitions: int, partition_size: int, history: int, users: int, items: int, seed: int
 ):
     """(history files, partition files in name order, ratings per partition) from ``streamrec.core.synth``."""
-    from streamrec.core.synth import SynthConfig, write_dataset
+    from streamrec.core.synth import SynthConfig
+    from streamrec.core.synth_files import write_dataset
 
     total = history + n_partitions * partition_size
     cfg = SynthConfig(n_users=users, n_items=items, n_ratings=total, seed=seed)

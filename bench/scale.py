@@ -25,7 +25,8 @@ import time
 import common
 
 from streamrec.core.params import BootstrapParams, UpdateParams
-from streamrec.core.synth import SynthConfig, write_dataset
+from streamrec.core.synth import SynthConfig
+from streamrec.core.synth_files import write_dataset
 from streamrec.spark import bootstrap, evaluate, update
 from streamrec.spark.ratings import read_ratings
 

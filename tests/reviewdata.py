@@ -129,7 +129,8 @@ def _gate(bucket: Bucket, store: ModelStore, version: str, published: str | None
 
 def populate(uri: str, work: str | os.PathLike[str], docs: bool = True) -> dict:
     """Fill the bucket at ``uri`` (see the module docstring); ``work`` is a scratch folder. Returns the facts."""
-    from streamrec.core.synth import SynthConfig, write_dataset
+    from streamrec.core.synth import SynthConfig
+    from streamrec.core.synth_files import write_dataset
 
     bucket, store = pipeline.open_bucket(uri)
     data = Path(work) / "data"

@@ -197,7 +197,9 @@ def test_one_bootstrap_trial_and_one_replay_trial(spark):
     good = spark_tuning.bootstrap_trial(fit, score, BootstrapParams(rank=4, iterations=5, reg=0.1), HALF_STAR)
     assert good["n"] == score.count() > 0 and 0.3 < good["rmse"] < 1.5
     # an absurd λ flattens the factors: the search must be able to see the difference
-    flat = spark_tuning.bootstrap_trial(fit, score, BootstrapParams(rank=4, iterations=5, reg=50.0), HALF_STAR)
+    flat = spark_tuning.bootstrap_trial(
+        fit, score, BootstrapParams(rank=4, iterations=5, reg=50.0), HALF_STAR
+    )
     assert flat["rmse"] > good["rmse"]
 
     order = pdf.sort_values("ts", kind="stable")

@@ -26,7 +26,8 @@ from e2e_support import _dags, _run, airflow_env, run_driver  # noqa: E402
 
 def _lineage(work: Path, bucket: Path) -> None:
     """Synthetic history + 2 partitions, bootstrapped and updated with the jobs' own functions, published."""
-    from streamrec.core.synth import SynthConfig, write_dataset
+    from streamrec.core.synth import SynthConfig
+    from streamrec.core.synth_files import write_dataset
     from streamrec.spark.runs import Holdout, bootstrap_version, update_version
     from streamrec.spark.session import get_session
     from streamrec.storage.store import ModelStore

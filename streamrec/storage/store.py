@@ -48,7 +48,8 @@ import pyarrow.parquet as pq
 
 from streamrec.core import faults, layout
 from streamrec.core.arrays import ARROW_FACTOR_SCHEMA, ModelArrays, side_from_table, table_from_side
-from streamrec.storage.bucket import Bucket, LocalBucket, S3Bucket, is_not_found
+from streamrec.storage.bucket import Bucket, LocalBucket, S3Bucket
+from streamrec.storage.s3client import is_not_found
 
 log = logging.getLogger(__name__)
 
