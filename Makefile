@@ -26,9 +26,10 @@ test: setup       ## the whole suite (CI runs this); installs Debian's chromium 
 test-fast: setup  ## pure-function tests only (seconds)
 	$(PY) -m pytest -m unit $(PYTEST_ARGS)
 
-lint: setup
+lint: setup       ## ruff, and the layers' import contracts (pyproject [tool.importlinter])
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	.venv/bin/lint-imports
 
 format: setup
 	$(PY) -m ruff format .
