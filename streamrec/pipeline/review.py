@@ -202,7 +202,7 @@ def overview(bucket: Bucket, store: ModelStore) -> dict:
     state = {"held": held_by_rollback(log_events), "released": released_quarantine(bucket)}
     incoming = {p.id for p in _incoming(bucket)}
     quarantined = []
-    for q in reports._quarantined(bucket):  # newest first, with the one-line reason
+    for q in reports.quarantined(bucket):  # newest first, with the one-line reason
         pid = q["id"]
         docs = f"{reports.DATADOCS}/{pid}/index.html"
         rep = f"{reports.PARTITION_REPORTS}/{pid}/report.json"

@@ -21,6 +21,7 @@ from streamrec.core.search import (
     sample_trials,
     tuned_fields,
 )
+from streamrec.pipeline import tuning_report
 from streamrec.storage import paramsets
 from streamrec.storage.bucket import Bucket
 from streamrec.storage.store import ModelStore
@@ -164,8 +165,6 @@ def finish(
 ) -> dict:
     """Choose per part, write the report (``result.json`` + ``index.html``) and, when ``name`` is given and
     something was chosen, store the chosen values as parameter set ``name``. Returns the result document."""
-    from streamrec.pipeline import tuning_report
-
     b = Bucket.from_uri(bucket)
     plan = b.read_json(plan_key(run))
     found = collect(b, run)
