@@ -1,13 +1,14 @@
 """Predict and recommend from a stored model version with numpy: no Spark, no JVM, milliseconds per call.
 
-Prediction rule (biased matrix factorisation)::
+Prediction rule (biased matrix factorisation), :func:`streamrec.core.arrays.predict`::
 
     r̂(u, i) = mu + b_u + b_i + p_u · q_i        clipped to the rating scale
 
 with fallbacks: an unknown user gives ``mu + b_i``, an unknown item ``mu + b_u``, both unknown ``mu``.
-``recommend`` ranks every item the user has not rated by its raw (unclipped) score, ties broken by item id; a
-cold (unknown) user gets the items with the best ``mu + b_i``, ties broken by item id. An item whose score is NaN
-(a broken model) is never recommended.
+``recommend`` ranks every item the user has not rated by its raw (unclipped) score ``b_i + p_u · q_i`` (r̂ before
+the clip, less the user's constant ``mu + b_u``), ties broken by item id; a cold (unknown) user gets the items
+with the best ``mu + b_i``, ties broken by item id. The score it returns for an item is ``predict(user, item)``.
+An item whose score is NaN (a broken model) is never recommended.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from streamrec.core.arrays import ModelArrays
+from streamrec.core.arrays import ModelArrays, predict_rows
 from streamrec.storage.store import ModelStore
 
 if TYPE_CHECKING:
@@ -74,7 +75,6 @@ class Recommender:
         self._item_bias = arrays.item_bias
         self._item_factors = np.ascontiguousarray(arrays.item_factors, dtype=np.float64)
         self._user_factors = arrays.user_factors
-        self._user_bias = arrays.user_bias
         # Cold-start order: best bias first, ties by item id (lexsort: last key is the primary one).
         cold = np.lexsort((self._item_ids, -self._item_bias))
         self._cold_order = cold[~np.isnan(self._item_bias[cold])]
@@ -99,35 +99,19 @@ class Recommender:
         """The model version served (from its manifest)."""
         return self.arrays.version
 
-    def _clip(self, x: Any) -> Any:
-        return np.clip(x, self.low, self.high)
+    def _predict_rows(self, u: np.ndarray, i: np.ndarray) -> np.ndarray:
+        return predict_rows(self.arrays, u, i, clip=(self.low, self.high))
 
     def predict(self, user: int, item: int) -> float:
-        """``mu + b_u + b_i + p_u·q_i`` clipped to the scale, with the fallbacks of the module docstring."""
-        u = self.arrays.user_row(user)
-        i = self.arrays.item_row(item)
-        value = self.mu
-        if u >= 0:
-            value += float(self._user_bias[u])
-        if i >= 0:
-            value += float(self._item_bias[i])
-        if u >= 0 and i >= 0:
-            value += float(self._user_factors[u] @ self._item_factors[i])
-        return float(self._clip(value))
+        """``mu + b_u + b_i + p_u·q_i`` clipped to the scale, with the fallbacks of the module docstring
+        (``streamrec.core.arrays.predict`` of the one pair: the same bits as :meth:`predict_many`)."""
+        u = np.array([self.arrays.user_row(user)], dtype=np.int64)
+        i = np.array([self.arrays.item_row(item)], dtype=np.int64)
+        return float(self._predict_rows(u, i)[0])
 
     def predict_many(self, users: Any, items: Any) -> np.ndarray:
         """Vectorised :meth:`predict` over aligned arrays of user and item ids."""
-        u = self.arrays.user_rows(users)
-        i = self.arrays.item_rows(items)
-        if len(u) != len(i):
-            raise ValueError(f"{len(u)} users but {len(i)} items")
-        ku, ki = u >= 0, i >= 0
-        out = np.full(len(u), self.mu)
-        out[ku] += self._user_bias[u[ku]]
-        out[ki] += self._item_bias[i[ki]]
-        both = ku & ki
-        out[both] += np.einsum("ij,ij->i", self._user_factors[u[both]], self._item_factors[i[both]])
-        return self._clip(out)
+        return self._predict_rows(self.arrays.user_rows(users), self.arrays.item_rows(items))
 
     def _seen_rows(self, user: int) -> np.ndarray:
         items = self.seen.get(user)
@@ -160,7 +144,7 @@ class Recommender:
         top = _top_candidates(raw, k)
         order = np.lexsort((self._item_ids[top], -raw[top]))[:k]
         rows = top[order]
-        scores = self._clip(raw[rows] + (self.mu + float(self._user_bias[u])))
+        scores = self._predict_rows(np.full(len(rows), u, dtype=np.int64), rows)
         return [(int(i), float(s)) for i, s in zip(self._item_ids[rows], scores, strict=True)]
 
     def _recommend_cold(self, seen_rows: np.ndarray, k: int) -> list[tuple[int, float]]:
@@ -168,7 +152,7 @@ class Recommender:
         if len(seen_rows):
             head = head[~np.isin(head, seen_rows)]
         rows = head[:k]
-        scores = self._clip(self.mu + self._item_bias[rows])
+        scores = self._predict_rows(np.full(len(rows), -1, dtype=np.int64), rows)
         return [(int(i), float(s)) for i, s in zip(self._item_ids[rows], scores, strict=True)]
 
 
