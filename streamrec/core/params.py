@@ -1,5 +1,5 @@
 """The hyper-parameters of the two ways to change the factor model (the model's state is
-:class:`streamrec.core.arrays.ModelArrays` on the driver and :class:`streamrec.spark.session.model.FactorModel` on Spark).
+:class:`streamrec.core.arrays.ModelArrays` on the driver and :class:`streamrec.spark.model.FactorModel` on Spark).
 
 Prediction rule (the talk's "streaming ALS" model, Koren's biased MF)::
 

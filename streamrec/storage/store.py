@@ -147,7 +147,7 @@ class ModelStore:
         """Write ``arrays`` with pyarrow through the bucket (no Spark) as a new candidate version.
 
         For tests, small models and buckets Spark cannot reach; same layout and guarantees as Spark's
-        ``streamrec.spark.session.model.write_model``.
+        ``streamrec.spark.model.write_model``.
         """
         version = self.begin_write(version)
         sides = {
