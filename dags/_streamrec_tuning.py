@@ -1,12 +1,12 @@
-"""The tuning DAG's trial operator. Wiring only (no streamrec import at parse time; listed in ``.airflowignore``).
+"""The tuning DAG's trial operator. Wiring only (listed in ``.airflowignore``; of streamrec it loads at parse time
+only what ``_streamrec_common`` does).
 
 * :class:`BudgetedSparkSubmitOperator`: a ``SparkSubmitOperator`` that, when its turn comes, first checks the
   tuning run's deadline and *skips* (``AirflowSkipException``) instead of starting a trial once it has passed.
   The check is at launch time on purpose: trials wait for a free slot (``max_active_tis_per_dag``), so a check in
   an upstream task would run long before the trial does.
-
-The trigger-form Params of the hyper-parameters are ``_streamrec_common.hyper_params`` (generated from the
-parameter dataclasses by ``streamrec.pipeline.forms``).
+* :func:`trial_operator`: the mapped trial job (``jobs/tune_trial.py``); its argv per trial comes from
+  ``streamrec.pipeline.plans.tuning_jobs``.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ with its validator that every front end reads. :func:`param_specs` reads them as
 from __future__ import annotations
 
 import argparse
+import functools
 import numbers
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -101,8 +102,9 @@ def _hp(default: Any, title: str, doc: str, **bounds: float) -> Any:
     return field(default=default, metadata={"title": title, "doc": doc, **bounds})
 
 
+@functools.cache
 def param_specs(cls: type) -> tuple[ParamSpec, ...]:
-    """The :class:`ParamSpec` of every field of a parameter dataclass, in field order."""
+    """The :class:`ParamSpec` of every field of a parameter dataclass, in field order (read once per class)."""
     out = []
     for f in fields(cls):
         kind = _KINDS.get(f.type if isinstance(f.type, str) else getattr(f.type, "__name__", ""))
