@@ -77,7 +77,7 @@ def streamrec_tune():
         import time
 
         from streamrec import pipeline
-        from streamrec.pipeline import tuning
+        from streamrec.pipeline import plans, tuning
 
         bucket, _ = pipeline.open_bucket()
         run = pipeline.version_id("tune", dag_run.run_id, dag_run.run_after)
@@ -96,28 +96,13 @@ def streamrec_tune():
         )
         for note in p["notes"]:
             print(note)
-        common = ["--bucket", pipeline.bucket_uri(), "--run", run]
-
-        def specs(part: str) -> list[dict]:
-            from streamrec.core.params import BootstrapParams, UpdateParams
-
-            cls = BootstrapParams if part == "bootstrap" else UpdateParams
-            out = []
-            for k, values in enumerate(p["trials"][part]):
-                label = f"{k}: " + " ".join(f"{n}={values[n]}" for n in tuning.tuned_fields(part))
-                argv = [part, *common, "--trial", str(k), *cls.from_dict(values).to_argv()]
-                out.append({"application_args": argv, "deadline": p["deadline"], "trial_label": label})
-            return out
-
-        boot, upd = specs("bootstrap"), specs("update")
-        print(f"run {run}: {len(boot)} bootstrap and {len(upd)} update trials; deadline {p['deadline']}")
+        jobs = plans.tuning_jobs(p, run)
+        print(
+            f"run {run}: {len(jobs['bootstrap_trials'])} bootstrap and {len(jobs['update_trials'])} update "
+            f"trials; deadline {p['deadline']}"
+        )
         print(f"plan: {bucket.uri(tuning.plan_key(run))}")
-        return {
-            "run": run,
-            "prepare_args": ["prepare", *common],
-            "bootstrap_trials": boot,
-            "update_trials": upd,
-        }
+        return jobs
 
     @task(trigger_rule="all_done")
     def finish(p: dict, params=None) -> dict:
