@@ -104,9 +104,36 @@ def anchored(pattern: str) -> str:
 
 
 BOM = "\ufeff"
+HIDDEN_PREFIXES = (".", "_")
+"""A file or folder whose name starts with one of these is not data (``_SUCCESS``, ``.crc``, ``.DS_Store``, Spark's
+``_temporary/``): a folder's hidden files are skipped, a hidden name in ``ratings/incoming/`` is not a partition."""
+FILE_TYPE = "text_or_parquet"
+"""The data contract's file-level rule: UTF-8 text without NUL bytes, or Parquet (binary garbage and the
+compressed formats below fail it)."""
+COMPRESSED_MAGIC = (
+    (b"\x1f\x8b", "gzip-compressed data"),
+    (b"PK\x03\x04", "a ZIP archive"),
+    (b"BZh", "bzip2-compressed data"),
+    (b"\xfd7zXZ\x00", "xz-compressed data"),
+    (b"\x28\xb5\x2f\xfd", "zstd-compressed data"),
+)
+"""Magic bytes of the compressed formats a user is likely to drop (named as such, not as "binary data")."""
 HEAD_BYTES = 8192
 MAX_HEAD_BYTES = 1 << 20
 TS_REQUIRED, TS_OPTIONAL, TS_ABSENT = "required", "optional", "absent"
+
+
+def is_hidden(name: str) -> bool:
+    """True for a hidden file or folder name (see :data:`HIDDEN_PREFIXES`)."""
+    return name.startswith(HIDDEN_PREFIXES)
+
+
+def compressed_as(data: bytes) -> str | None:
+    """What compressed format ``data`` (a file's first bytes) is, by its magic bytes, or ``None``."""
+    for magic, what in COMPRESSED_MAGIC:
+        if data.startswith(magic):
+            return what
+    return None
 
 
 class RatingsFormatError(ValueError):
@@ -166,6 +193,29 @@ def first_line(head: bytes, complete: bool) -> str | None:
     return raw.decode("utf-8", "replace").removeprefix(BOM)
 
 
+def header_hint(first: str) -> str:
+    """Why a first line is not a known header, when it can be told (quotes, delimiter, order, missing
+    columns); ``""`` otherwise."""
+    if '"' in first or "'" in first:
+        return "; quoted fields are not supported: write the header and values without quotes"
+    for sep, label in ((";", "';'"), ("|", "'|'"), (" ", "spaces")):
+        if first.count(sep) >= 2 and "," not in first:
+            return f"; wrong delimiter? fields are separated by {label}, the format wants ',' (or tabs for u.data)"
+    cols = first.split(",")
+    for header in (CSV_HEADER_TS, CSV_HEADER, MOVIELENS_HEADER):
+        if sorted(cols) == sorted(header.split(",")):
+            return f"; the columns are in another order: the header must be exactly {header!r}"
+    for header, required in ((CSV_HEADER_TS, CSV_HEADER), (MOVIELENS_HEADER, MOVIELENS_HEADER)):
+        if set(cols) <= set(header.split(",")):
+            missing = [c for c in required.split(",") if c not in cols]
+            if missing:
+                return f"; missing column(s) {', '.join(missing)}"
+    extra = [c for c in cols if c not in {*CSV_HEADER_TS.split(","), *MOVIELENS_HEADER.split(",")}]
+    if extra and len(cols) > 1:
+        return f"; unknown column(s) {', '.join(map(repr, extra[:4]))}"
+    return ""
+
+
 def layout_from_head(path: str, head: bytes, complete: bool, fmt: str) -> Layout:
     """Decide the layout of one file from its first bytes, or raise ``known_header``."""
     if fmt not in ("auto", *FORMATS):
@@ -189,13 +239,23 @@ def layout_from_head(path: str, head: bytes, complete: bool, fmt: str) -> Layout
         if known is not None:
             return known
         if "\t" in line:
+            if not INT_RE.fullmatch(line.split("\t")[0]):
+                raise RatingsFormatError(
+                    path,
+                    1,
+                    KNOWN_HEADER,
+                    f"{short(line)} is tab separated but not a u.data line (u.data has no header; a "
+                    f"tab-separated header is not supported: use {CSV_HEADER_TS!r})",
+                )
             return UDATA
+        if not line.strip():
+            raise RatingsFormatError(path, 1, KNOWN_HEADER, "line 1 is blank: no header")
         raise RatingsFormatError(
             path,
             1,
             KNOWN_HEADER,
-            f"{short(line)} is not a known header ({MOVIELENS_HEADER!r}, {CSV_HEADER_TS!r} or "
-            f"{CSV_HEADER!r}) nor a tab-separated u.data line",
+            f"{short(line)} is not a known header ({CSV_HEADER_TS!r}, {CSV_HEADER!r} or {MOVIELENS_HEADER!r}) "
+            f"nor a tab-separated u.data line{header_hint(line)}",
         )
     if fmt == "udata":
         return UDATA
@@ -226,8 +286,13 @@ def parquet_layout(path: str, names: Sequence[str], schema_key: str = "", ddl: s
         and len(cols) == 3 + len(ts_cols)
     )
     if not ok:
+        missing = [c for c in (USER, ITEM, RATING) if c not in cols]
+        hint = f"; missing column(s) {', '.join(missing)}" if missing else ""
         raise RatingsFormatError(
-            path, None, KNOWN_HEADER, f"Parquet columns {cols} are not user, item, rating[, timestamp|ts]"
+            path,
+            None,
+            KNOWN_HEADER,
+            f"Parquet columns {one_line(repr(cols[:8]))} are not user, item, rating[, timestamp|ts]{hint}",
         )
     ts = tuple(ts_cols)
     return Layout(
@@ -265,7 +330,15 @@ def spark_ddl(schema: pa.Schema) -> str | None:
 
 
 def short(text: str, n: int = 60) -> str:
-    return repr(text if len(text) <= n else text[:n] + "...")
+    """``repr`` of ``text``, cut after ``n`` characters, on one line."""
+    return one_line(repr(text if len(text) <= n else text[:n] + "..."))
+
+
+def one_line(text: str) -> str:
+    """``text`` with every control or line-breaking character escaped (messages are one line)."""
+    return re.sub(
+        r"[\x00-\x1f\x7f-\x9f\u2028\u2029]", lambda m: m.group().encode("unicode_escape").decode(), text
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -326,6 +399,11 @@ def check_fields(fields: Sequence[str | None], layout: Layout, scale: RatingScal
     )
 
 
+def field_count_detail(layout: Layout, found: int, line: str) -> str:
+    sep = "tab" if layout.sep == "\t" else repr(layout.sep)
+    return f"expected {layout.n_fields} fields separated by {sep}, found {found} in {short(line)}"
+
+
 def check_line(line: str, layout: Layout, scale: RatingScale) -> tuple[str, str] | None:
     """The first rule broken by one data line of a text layout (not the header), or ``None``."""
     if BLANK_RE.fullmatch(line):
@@ -334,9 +412,5 @@ def check_line(line: str, layout: Layout, scale: RatingScale) -> tuple[str, str]
         return REPEATED_HEADER, f"the header {layout.header!r} appears again after line 1"
     fields = line.split(layout.sep)
     if len(fields) != layout.n_fields:
-        sep = "tab" if layout.sep == "\t" else repr(layout.sep)
-        return (
-            FIELD_COUNT,
-            f"expected {layout.n_fields} fields separated by {sep}, found {len(fields)} in {short(line)}",
-        )
+        return FIELD_COUNT, field_count_detail(layout, len(fields), line)
     return check_fields(fields, layout, scale)

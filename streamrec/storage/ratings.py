@@ -18,29 +18,36 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from streamrec.core.ratings_arrow import arrow_strings, pa_match, pa_ok_and_values, split_lines
 from streamrec.core.ratings_format import (
     BLANK,
     BOM,
     HEAD_BYTES,
-    INT,
     KNOWN_HEADER,
     MAX_HEAD_BYTES,
-    MAX_ID,
-    NONFINITE,
-    NUM,
-    TOLERANCE,
-    TS_ABSENT,
-    TS_OPTIONAL,
     Layout,
     RatingsFormatError,
-    anchored,
     check_fields,
     check_line,
+    is_hidden,
     layout_from_head,
     parquet_layout,
     short,
 )
 from streamrec.core.schema import HALF_STAR, ITEM, RATING, TS, USER, RatingScale
+
+__all__ = [
+    "ArrowFS",
+    "FileSystem",
+    "detect_format",
+    "expand",
+    "expand_entries",
+    "head_layout",
+    "list_rating_files",
+    "pa_ok_and_values",
+    "parquet_schema",
+    "read_ratings_pandas",
+]
 
 _CHUNK_BYTES = 32 << 20
 
@@ -124,7 +131,7 @@ def list_files(fs: FileSystem, path: str) -> list[str]:
         return [path]
     files = []
     for name, is_dir in sorted(fs.children(path)):
-        if name.startswith((".", "_")):
+        if is_hidden(name):
             continue
         if is_dir:
             raise ValueError(f"{path} contains the sub-folder {name!r}: a ratings folder holds files only")
@@ -182,87 +189,6 @@ def detect_format(path: str) -> str:
 # ----------------------------------------------------------------------------------------------------------
 # pandas reader: pyarrow, vectorised
 # ----------------------------------------------------------------------------------------------------------
-
-
-def pa_match(arr: pa.Array, pattern: str) -> np.ndarray:
-    return pc.fill_null(pc.match_substring_regex(arr, anchored(pattern)), False).to_numpy(
-        zero_copy_only=False
-    )
-
-
-def pa_digits(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(negative sign, number of significant digits, overflows 2**63-1) for integer literals."""
-    neg = pc.fill_null(pc.starts_with(arr, "-"), False).to_numpy(zero_copy_only=False)
-    digits = pc.utf8_ltrim(pc.utf8_ltrim(arr, "+-"), "0")
-    nd = pc.fill_null(pc.utf8_length(digits), 0).to_numpy(zero_copy_only=False)
-    big = pc.fill_null(pc.greater(digits, pa.scalar(str(MAX_ID), digits.type)), False)
-    over = (nd > 19) | ((nd == 19) & big.to_numpy(zero_copy_only=False))
-    return neg, nd, over
-
-
-def pa_int(arr: pa.Array) -> pa.Array:
-    return pc.cast(pc.utf8_ltrim(arr, "+"), pa.int64())
-
-
-def pa_ok_and_values(
-    fields: Sequence[pa.Array], layout: Layout, scale: RatingScale
-) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
-    """Vectorised rules for rows of fields (string arrays, nullable): the ok mask; when every row is ok, the
-    parsed columns too."""
-    ok = np.ones(len(fields[0]), dtype=bool)
-    for col in fields[:2]:
-        neg, nd, over = pa_digits(col)
-        ok &= pa_match(col, INT) & ~neg & (nd >= 1) & ~over
-    r = fields[2]
-    num = pa_match(r, NUM) & ~pa_match(r, NONFINITE)
-    rv = pc.cast(pc.if_else(pa.array(num), r, pa.scalar("nan", r.type)), pa.float64()).to_numpy(
-        zero_copy_only=False
-    )
-    with np.errstate(invalid="ignore"):
-        d = rv - scale.low
-        ok &= (
-            num
-            & np.isfinite(rv)
-            & (rv >= scale.low - TOLERANCE)
-            & (rv <= scale.high + TOLERANCE)
-            & (np.abs(d - np.rint(d / scale.step) * scale.step) <= TOLERANCE)
-        )
-    ts_present = None
-    if layout.ts_mode != TS_ABSENT:
-        t = fields[3]
-        neg, nd, over = pa_digits(t)
-        valid = pa_match(t, INT) & (~neg | (nd == 0)) & ~over
-        if layout.ts_mode == TS_OPTIONAL:
-            ts_present = pc.fill_null(pc.not_equal(t, pa.scalar("", t.type)), False).to_numpy(
-                zero_copy_only=False
-            )
-            ok &= valid | ~ts_present
-        else:
-            ts_present = np.ones(len(t), dtype=bool)
-            ok &= valid
-    if not ok.all():
-        return ok, None
-    values = {
-        USER: pa_int(fields[0]).to_numpy(zero_copy_only=False),
-        ITEM: pa_int(fields[1]).to_numpy(zero_copy_only=False),
-        RATING: rv,
-    }
-    if ts_present is not None:
-        t = fields[3]
-        tv = np.zeros(len(t), dtype=np.int64)
-        if ts_present.any():
-            tv[ts_present] = pa_int(t.filter(pa.array(ts_present))).to_numpy(zero_copy_only=False)
-        values[TS] = tv
-        values["_ts_valid"] = ts_present
-    return ok, values
-
-
-def split_lines(data: bytes) -> pa.Array:
-    """Lines of a byte block that ends at a line terminator (or at the end of the file)."""
-    text = data.decode("utf-8", "replace").replace("\r\n", "\n").replace("\r", "\n")
-    if text.endswith("\n"):
-        text = text[:-1]
-    return pc.list_flatten(pc.split_pattern(pa.array([text], pa.large_string()), "\n"))
 
 
 def iter_line_blocks(chunks: Iterator[bytes]) -> Iterator[pa.Array]:
@@ -372,16 +298,6 @@ def _read_text_pandas(fs: ArrowFS, path: str, layout: Layout, scale: RatingScale
                 start = nonblank_idx[-1] + 1 if nonblank_idx.size else 0
                 pending_blank = line_no + start + int(trailing[0]) + 1
         line_no += n
-
-
-def arrow_strings(col: pa.ChunkedArray) -> pa.Array:
-    """A Parquet column as strings, the form the rules are written for (float32 widened to float64 first)."""
-    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-    if pa.types.is_float32(arr.type) or pa.types.is_float16(arr.type):
-        arr = pc.cast(arr, pa.float64())
-    if pa.types.is_dictionary(arr.type):
-        arr = arr.dictionary_decode()
-    return pc.cast(arr, pa.large_string())
 
 
 def _read_parquet_pandas(fs: ArrowFS, path: str, scale: RatingScale, out: Columns) -> None:
