@@ -9,12 +9,14 @@ the Great Expectations suite reports it). No regex literal, header or BOM is wri
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from streamrec.core.ratings_format import (
+    BOM,
     INT,
     MAX_ID,
     NONFINITE,
@@ -24,6 +26,8 @@ from streamrec.core.ratings_format import (
     TS_OPTIONAL,
     Layout,
     anchored,
+    quoting_pattern,
+    split_fields,
 )
 from streamrec.core.schema import ITEM, RATING, TS, USER, RatingScale
 
@@ -129,6 +133,77 @@ def split_text(text: str) -> pa.Array:
 def split_lines(data: bytes) -> pa.Array:
     """Lines of a byte block that ends at a line terminator (or at the end of the file)."""
     return split_text(data.decode("utf-8", "replace"))
+
+
+@dataclass
+class Fields:
+    """The fields of some lines: ``parts`` (a list array, quotes removed), ``bad_quoting`` (lines whose quoting
+    breaks RFC 4180: their parts are meaningless) and whether any field was quoted."""
+
+    parts: pa.ListArray
+    bad_quoting: np.ndarray
+    quoted: bool
+
+    def counts(self) -> np.ndarray:
+        return pc.list_value_length(self.parts).to_numpy(zero_copy_only=False)
+
+    def columns(self, layout: Layout) -> list[pa.Array]:
+        """user, item, rating[, timestamp] as string arrays (every line must have the layout's field count)."""
+        return [pc.list_element(self.parts, j) for j in layout.positions]
+
+    def is_header(self, layout: Layout) -> np.ndarray:
+        """Lines whose fields are the header's names (BOM-prefixed lines: see :func:`repeated_headers`)."""
+        names = layout.names
+        hit = self.counts() == len(names)
+        if not names or not hit.any():
+            return np.zeros(len(self.parts), dtype=bool)
+        idx = np.flatnonzero(hit)
+        sub = self.parts.take(pa.array(idx))
+        same = np.ones(len(idx), dtype=bool)
+        for j, name in enumerate(names):
+            col = pc.list_element(sub, j)
+            same &= pc.fill_null(pc.equal(col, pa.scalar(name, col.type)), False).to_numpy(
+                zero_copy_only=False
+            )
+        hit[idx] = same
+        return hit & ~self.bad_quoting
+
+
+def split_fields_arrow(lines: pa.Array, sep: str) -> Fields:
+    """:func:`~streamrec.core.ratings_format.split_fields` for an array of lines, vectorised.
+
+    Lines without a double quote are split on ``sep``; lines whose quoted fields hold no separator and no
+    doubled quote are split and unquoted vectorised; the rare rest (``"3,5"``, ``"a""b"``) line by line."""
+    parts = pc.split_pattern(lines, sep)
+    n = len(lines)
+    has_q = pc.fill_null(pc.match_substring(lines, '"'), False).to_numpy(zero_copy_only=False)
+    if not has_q.any():
+        return Fields(parts, np.zeros(n, dtype=bool), False)
+    bad = has_q & ~pa_match(lines, quoting_pattern(sep))
+    tricky = np.flatnonzero(has_q & ~bad & ~pa_match(lines, quoting_pattern(sep, simple=True)))
+    flat = pc.list_flatten(parts)
+    strip = pa.array(pa_match(flat, r'"[^"]*"'))
+    flat = pc.if_else(strip, pc.utf8_slice_codeunits(flat, 1, -1), flat)
+    parts = pa.ListArray.from_arrays(parts.offsets, flat)
+    if tricky.size:
+        keep = np.flatnonzero(~np.isin(np.arange(n), tricky))
+        exact = pa.array([split_fields(lines[int(i)].as_py(), sep) for i in tricky], parts.type)
+        perm = np.empty(n, dtype=np.int64)
+        perm[keep] = np.arange(keep.size)
+        perm[tricky] = keep.size + np.arange(tricky.size)
+        parts = pa.concat_arrays([parts.take(pa.array(keep)), exact]).take(pa.array(perm))
+    return Fields(parts, bad, bool((has_q & ~bad).any()))
+
+
+def repeated_headers(lines: pa.Array, fields: Fields, layout: Layout) -> np.ndarray:
+    """Lines that are the header again (:func:`~streamrec.core.ratings_format.is_repeated_header`)."""
+    rep = fields.is_header(layout)
+    bom = pc.fill_null(pc.starts_with(lines, BOM), False).to_numpy(zero_copy_only=False)
+    if bom.any():
+        idx = np.flatnonzero(bom)
+        stripped = pc.utf8_slice_codeunits(lines.take(pa.array(idx)), 1)
+        rep[idx] = split_fields_arrow(stripped, layout.sep).is_header(layout)
+    return rep
 
 
 def arrow_strings(col: pa.Array | pa.ChunkedArray) -> pa.Array:

@@ -14,14 +14,22 @@ from urllib.parse import urlparse
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from streamrec.core.ratings_arrow import arrow_strings, pa_match, pa_ok_and_values, split_lines
+from streamrec.core.compression import Damaged, codec_of, decompress_chunks
+from streamrec.core.ratings_arrow import (
+    arrow_strings,
+    pa_match,
+    pa_ok_and_values,
+    repeated_headers,
+    split_fields_arrow,
+    split_lines,
+)
 from streamrec.core.ratings_format import (
     BLANK,
     BOM,
+    FILE_TYPE,
     HEAD_BYTES,
     KNOWN_HEADER,
     MAX_HEAD_BYTES,
@@ -33,6 +41,7 @@ from streamrec.core.ratings_format import (
     layout_from_head,
     parquet_layout,
     short,
+    split_fields,
 )
 from streamrec.core.schema import HALF_STAR, ITEM, RATING, TS, USER, RatingScale
 
@@ -65,6 +74,8 @@ class FileSystem(Protocol):
 
     def tail(self, path: str, n: int) -> bytes: ...  # the last n bytes (fewer for a shorter file)
 
+    def read(self, path: str) -> bytes: ...  # the whole file, as stored
+
 
 class ArrowFS:
     """Local paths, ``file://`` and (when pyarrow has S3 support) ``s3://`` / ``s3a://`` through pyarrow."""
@@ -89,7 +100,7 @@ class ArrowFS:
 
     def head(self, path: str, n: int) -> tuple[bytes, bool]:
         fs, p = self.resolve(path)
-        with fs.open_input_stream(p) as f:
+        with fs.open_input_stream(p, compression=None) as f:
             data = f.read(n + 1)
         return data[:n], len(data) <= n
 
@@ -100,9 +111,13 @@ class ArrowFS:
             f.seek(max(0, size - n))
             return f.read()
 
+    def read(self, path: str) -> bytes:
+        """The whole file, as stored (no decompression by name)."""
+        return b"".join(self.chunks(path))
+
     def chunks(self, path: str, size: int = _CHUNK_BYTES) -> Iterator[bytes]:
         fs, p = self.resolve(path)
-        with fs.open_input_stream(p) as f:
+        with fs.open_input_stream(p, compression=None) as f:
             while buf := f.read(size):
                 yield buf
 
@@ -160,8 +175,9 @@ def expand_entries(fs: FileSystem, paths: str | Sequence[str]) -> dict[str, int]
 
 
 def head_layout(fs: FileSystem, path: str, fmt: str) -> Layout:
+    """The layout of one file from its first bytes (a compressed file: from its first MiB)."""
     head, complete = fs.head(path, HEAD_BYTES)
-    if not complete and re.search(rb"\r|\n", head) is None and head[:4] != b"PAR1":
+    if not complete and (codec_of(head) or (re.search(rb"\r|\n", head) is None and head[:4] != b"PAR1")):
         head, complete = fs.head(path, MAX_HEAD_BYTES)
     return layout_from_head(path, head, complete, fmt)
 
@@ -243,61 +259,70 @@ class Columns:
         )
 
 
+def _data_chunks(fs: ArrowFS, path: str, layout: Layout) -> Iterator[bytes]:
+    chunks = fs.chunks(path, _CHUNK_BYTES)
+    if layout.compression is None:
+        return chunks
+    return decompress_chunks(chunks, layout.compression, piece=_CHUNK_BYTES)
+
+
 def _read_text_pandas(fs: ArrowFS, path: str, layout: Layout, scale: RatingScale, out: Columns) -> None:
-    """Validate and parse one text file chunk by chunk; raise at its first bad line."""
+    """Validate and parse one text file chunk by chunk (decompressed first when compressed); raise at its
+    first bad line. Blank lines are skipped."""
     line_no = 0  # lines before the current block
-    pending_blank: int | None = None  # first blank line with no non-blank line after it (yet)
-    for lines in iter_line_blocks(fs.chunks(path)):
-        n = len(lines)
-        blank = pa_match(lines, BLANK)
-        nonblank_idx = np.flatnonzero(~blank)
-        if pending_blank is not None and nonblank_idx.size:
-            raise RatingsFormatError(path, pending_blank, *check_line("", layout, scale))
-        is_data = ~blank
-        if line_no == 0 and layout.header is not None:
-            first = lines[0].as_py().removeprefix(BOM)
-            if first != layout.header:  # the file changed since its head was read
-                raise RatingsFormatError(
-                    path, 1, KNOWN_HEADER, f"expected {layout.header!r}, found {short(first)}"
-                )
-            is_data[0] = False
-        candidates = []
-        if nonblank_idx.size:
-            middle_blank = np.flatnonzero(blank[: nonblank_idx[-1]])
-            if middle_blank.size:
-                candidates.append(int(middle_blank[0]))
-        data_idx = np.flatnonzero(is_data)
-        data = lines.take(pa.array(data_idx))
-        parts = pc.split_pattern(data, layout.sep)
-        good = pc.equal(pc.list_value_length(parts), layout.n_fields).to_numpy(zero_copy_only=False)
-        if layout.header is not None:
-            body = pc.replace_substring_regex(data, "^" + BOM, "")
-            good &= ~pc.equal(body, pa.scalar(layout.header, body.type)).to_numpy(zero_copy_only=False)
-        if not good.all():
-            candidates.append(int(data_idx[np.argmin(good)]))
-        values = None
-        if data_idx.size and good.all():
-            fields = [pc.list_element(parts, j) for j in range(layout.n_fields)]
-            ok, values = pa_ok_and_values(fields, layout, scale)
-            if values is None:
-                candidates.append(int(data_idx[np.argmin(ok)]))
-        if candidates:
-            i = min(candidates)
-            text = lines[i].as_py()
-            found = check_line(text, layout, scale)
-            if found is None:
-                raise RuntimeError(
-                    f"internal: vectorised and scalar rules disagree on {path} line {line_no + i + 1}"
-                )
-            raise RatingsFormatError(path, line_no + i + 1, *found)
-        if values is not None:
+    need_header = layout.header is not None
+    try:
+        for lines in iter_line_blocks(_data_chunks(fs, path, layout)):
+            need_header = _check_block(path, lines, line_no, layout, scale, out, need_header)
+            line_no += len(lines)
+    except Damaged as exc:
+        raise RatingsFormatError(path, None, FILE_TYPE, str(exc)) from None
+
+
+def _check_block(
+    path: str,
+    lines: pa.Array,
+    line_no: int,
+    layout: Layout,
+    scale: RatingScale,
+    out: Columns,
+    need_header: bool,
+) -> bool:
+    """Check and parse one block of lines (``line_no`` lines before it); ``need_header``: the header (the first
+    non-blank line) is not seen yet. Returns whether it still is not."""
+    is_data = ~pa_match(lines, BLANK)
+    if need_header and is_data.any():
+        h = int(np.argmax(is_data))
+        first = lines[h].as_py().removeprefix(BOM)
+        if split_fields(first, layout.sep) != list(layout.names):  # the file changed since its head was read
+            raise RatingsFormatError(
+                path, line_no + h + 1, KNOWN_HEADER, f"expected {layout.header!r}, found {short(first)}"
+            )
+        is_data[h] = False
+        need_header = False
+    data_idx = np.flatnonzero(is_data)
+    data = lines.take(pa.array(data_idx))
+    fields = split_fields_arrow(data, layout.sep)
+    good = (fields.counts() == layout.n_fields) & ~fields.bad_quoting
+    if layout.header is not None:
+        good &= ~repeated_headers(data, fields, layout)
+    bad = None if good.all() else int(np.argmin(good))
+    if bad is None and data_idx.size:
+        ok, values = pa_ok_and_values(fields.columns(layout), layout, scale)
+        if values is None:
+            bad = int(np.argmin(ok))
+        else:
             out.add(values, len(data_idx))
-        if pending_blank is None and blank.any():
-            trailing = np.flatnonzero(blank[nonblank_idx[-1] + 1 :] if nonblank_idx.size else blank)
-            if trailing.size:
-                start = nonblank_idx[-1] + 1 if nonblank_idx.size else 0
-                pending_blank = line_no + start + int(trailing[0]) + 1
-        line_no += n
+    if bad is not None:
+        i = int(data_idx[bad])
+        text = lines[i].as_py()
+        found = check_line(text, layout, scale)
+        if found is None:
+            raise RuntimeError(
+                f"internal: vectorised and scalar rules disagree on {path} line {line_no + i + 1}"
+            )
+        raise RatingsFormatError(path, line_no + i + 1, *found)
+    return need_header
 
 
 def _read_parquet_pandas(fs: ArrowFS, path: str, scale: RatingScale, out: Columns) -> None:

@@ -9,16 +9,23 @@ which is then uploaded through the bucket.
 
 The check has two stages, so that one run reports *every* problem instead of the first one:
 
-1. **File level** (the rules of :mod:`streamrec.core.ratings_format` that make a file unreadable as ratings), checked here on
-   the raw bytes: the partition is at most ``STREAMREC_MAX_PARTITION_BYTES`` (default 64 MiB; rule
-   ``partition_size``, checked from the listing before anything is read: the check holds the partition in
-   memory); the file is text (no NUL byte, valid UTF-8; gzip/zip/... are named as such) or Parquet; the header is a known one
+1. **File level** (the rules of :mod:`streamrec.core.ratings_format` that make a file unreadable as ratings),
+   checked here on the raw bytes: the partition is at most ``STREAMREC_MAX_PARTITION_BYTES`` (default 64 MiB;
+   rule ``partition_size``: checked from the listing before anything is read, and again on the uncompressed
+   bytes while a gzip/bzip2 file is decompressed as a stream, so a compression bomb stops at the limit); the
+   file is text (no NUL byte, valid UTF-8; possibly gzip- or bzip2-compressed, recognised by its magic bytes;
+   zip/xz/zstd are named as such and refused) or Parquet; the header is a known one, its columns in any order
    (``user,item,rating[,timestamp]``, MovieLens ``userId,movieId,rating,timestamp``; or tab-separated u.data
-   with no header; Parquet columns ``user, item, rating[, timestamp|ts]``); no blank line before the last data
-   line; no repeated header; every line has the format's field count. A failure here fails the check with a
-   one-line reason naming the file, the line and the loader's rule (e.g. ``p.csv line 1: rule known_header:
-   ...``) and the suite is not run. Nothing raises, except I/O errors of the bucket itself (a vanished object,
-   S3 down): those are infrastructure trouble, not bad data, and must not quarantine a partition.
+   with no header; Parquet columns ``user, item, rating[, timestamp|ts]``); RFC 4180 quoting is well formed
+   (rule ``csv_quoting``); no repeated header; every line has the format's field count. Blank lines are
+   skipped. A failure here fails the check with a one-line reason naming the file, the line and the loader's
+   rule (e.g. ``p.csv line 1: rule known_header: ...``) and the suite is not run. Nothing raises, except I/O
+   errors of the bucket itself (a vanished object, S3 down): those are infrastructure trouble, not bad data,
+   and must not quarantine a partition.
+
+   What the readers accept beyond the plain form is a *stated normalisation*: the check's ``normalised`` (in
+   ``report.json``) lists, per file, ``RFC 4180 quoting removed``, ``columns reordered from header '...'``,
+   ``N blank lines skipped``, ``gzip-compressed; 1.2 MiB uncompressed``.
 2. **Values**, with the Great Expectations suite ``expectations/ratings_partition.json``: the fields are
    parsed leniently (a literal that is not an integer / a finite decimal becomes null) into a pandas frame
    ``user Int64, item Int64, rating float64, ts Int64`` whose index is the row number; a side table maps each
@@ -44,8 +51,10 @@ Layout written (keys relative to the bucket root)::
 Partition ids are the file stem or folder name when that is already safe (``[A-Za-z0-9][A-Za-z0-9._-]*``);
 any other name (spaces, unicode, ``..``, control characters, a leading ``-``) gets an ASCII-folded, escaped
 form plus 8 hex digits of the name's SHA-256, e.g. ``"été 2026.csv"`` -> ``ete-2026-5c1f0b9e``. Names starting
-with ``.`` or ``_`` are hidden (uploads in progress, ``_SUCCESS``, ``.DS_Store``) and are not partitions, as in
-the loader.
+with ``.`` or ``_`` are hidden (``_SUCCESS``, ``.DS_Store``) and are not partitions, as in the loader. Unfinished
+uploads (temporary names such as ``*.part``, ``*._COPYING_`` or rsync's ``.name.XXXXXX``; the list is
+``STREAMREC_UPLOAD_TEMP_PATTERNS``, see :mod:`~streamrec.pipeline.contract.incoming`) are *waiting*: neither
+applied nor quarantined until renamed (``list_incoming(..., waiting=[])``, ``pipeline.pending()["waiting"]``).
 
 The package, one module per idea: :mod:`~streamrec.pipeline.contract.incoming` (finding partitions, their ids
 and the size limit), :mod:`~streamrec.pipeline.contract.parse` (bytes -> lines and values, with line numbers),
@@ -75,12 +84,17 @@ from streamrec.pipeline.contract.incoming import (
     QUARANTINE,
     REFUSED_KEY,
     REFUSED_WHY,
+    UPLOAD_TEMP_PATTERNS_ENV,
+    WAITING_WHY,
     Partition,
+    is_upload_temp,
     list_incoming,
     max_partition_bytes,
     partition_files,
     partition_id,
     refused_incoming,
+    upload_temp_patterns,
+    waiting_incoming,
 )
 from streamrec.pipeline.contract.parse import FILES_ONLY, NO_FILES, ParsedPartition, parse_partition
 
@@ -100,6 +114,8 @@ __all__ = [
     "SUITE_NAME",
     "SUITE_PATH",
     "TS_MIN",
+    "UPLOAD_TEMP_PATTERNS_ENV",
+    "WAITING_WHY",
     "ParsedPartition",
     "Partition",
     "PartitionCheck",
@@ -114,4 +130,7 @@ __all__ = [
     "rating_grid",
     "refused_incoming",
     "suite_parameters",
+    "is_upload_temp",
+    "upload_temp_patterns",
+    "waiting_incoming",
 ]

@@ -12,7 +12,7 @@ import os
 import posixpath
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
 from streamrec.core.ratings_format import one_line
@@ -47,7 +47,9 @@ class PartitionCheck:
     ``reason`` is one human-readable line (``"passed"`` when ``ok``); ``failed`` lists every problem found
     (``expectation_type`` (a GX expectation or a loader rule), ``column``, ``unexpected_count``,
     ``unexpected_values`` (a few), ``first`` (file and line of the first offender), ``message``);
-    ``docs_key``/``report_key`` are bucket keys of the Data Docs index (None when not built) and report.json.
+    ``docs_key``/``report_key`` are bucket keys of the Data Docs index (None when not built) and report.json;
+    ``normalised`` states what was normalised to read the partition, one ``"<file>: <what>"`` each (RFC 4180
+    quoting removed, columns reordered from the header, blank lines skipped, gzip/bzip2 decompressed).
     """
 
     partition_id: str
@@ -57,6 +59,7 @@ class PartitionCheck:
     failed: list[dict]
     docs_key: str | None
     report_key: str
+    normalised: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         """A JSON-able form (for XCom and report.json)."""
@@ -65,7 +68,7 @@ class PartitionCheck:
     @classmethod
     def from_dict(cls, d: dict) -> PartitionCheck:
         """Inverse of :meth:`as_dict`."""
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__})
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
 def _reason(failed: list[dict]) -> str:
@@ -128,6 +131,7 @@ def check_partition(
         failed=failed,
         docs_key=docs_key,
         report_key=report_key,
+        normalised=list(parsed.normalised),
     )
     report = {
         "check": check.as_dict(),
@@ -140,7 +144,8 @@ def check_partition(
         "seconds": round(time.perf_counter() - t0, 3),
     }
     bucket.write_json(report_key, jsonable(report))
-    log.info("partition %s: %s (%d rows)", part.id, check.reason, n_rows)
+    notes = f" (normalised: {'; '.join(check.normalised)})" if check.normalised else ""
+    log.info("partition %s: %s (%d rows)%s", part.id, check.reason, n_rows, notes)
     return check
 
 

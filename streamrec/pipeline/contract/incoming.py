@@ -5,6 +5,19 @@ arrive together (``2026-11-26/part-*.csv``). Hidden names (:func:`streamrec.core
 a leading ``.`` or ``_``, e.g. ``_SUCCESS``, ``.DS_Store``) are not partitions and not files of one. Keys
 the bucket cannot address safely are refused (:data:`REFUSED_KEY`), never read.
 
+**Unfinished uploads.** Many tools write under a temporary name and rename the file when it is complete. A name
+matching one of the upload patterns is such a file: it is neither applied nor quarantined but *waiting*
+(:func:`list_incoming` reports it in ``waiting``; ``pipeline.pending`` lists it as "waiting for its upload to
+finish"), and so is a folder partition holding one; once renamed it is picked up like any drop. The patterns
+are shell globs matched against each name (case-insensitive); the default
+(:data:`DEFAULT_UPLOAD_TEMP_PATTERNS`)::
+
+    *.tmp  *.part  *.partial  *.crdownload  *.filepart  *._COPYING_  .*.??????
+
+(generic temporary files, curl/wget/Firefox/Chrome partial downloads, WinSCP, ``hdfs dfs -put``, and rsync's
+hidden ``.name.XXXXXX``). ``STREAMREC_UPLOAD_TEMP_PATTERNS`` replaces the list: comma-separated globs (an empty
+value: no name is an upload in progress). Other hidden names stay invisible, as before.
+
 Partition ids are the file stem or folder name when that is already safe (``[A-Za-z0-9][A-Za-z0-9._-]*``);
 any other name (spaces, unicode, ``..``, control characters, a leading ``-``) gets an ASCII-folded, escaped
 form plus 8 hex digits of the name's SHA-256, e.g. ``"été 2026.csv"`` -> ``ete-2026-5c1f0b9e``.
@@ -12,6 +25,7 @@ form plus 8 hex digits of the name's SHA-256, e.g. ``"été 2026.csv"`` -> ``ete
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import logging
 import os
@@ -49,6 +63,34 @@ REFUSED_WHY = (
 REFUSED_KEY = f"refused: {REFUSED_WHY}"
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+UPLOAD_TEMP_PATTERNS_ENV = "STREAMREC_UPLOAD_TEMP_PATTERNS"
+DEFAULT_UPLOAD_TEMP_PATTERNS = (
+    "*.tmp",
+    "*.part",
+    "*.partial",
+    "*.crdownload",
+    "*.filepart",
+    "*._COPYING_",
+    ".*.??????",
+)
+"""Names of files still being uploaded (see the module docstring); ``$STREAMREC_UPLOAD_TEMP_PATTERNS`` replaces it."""
+WAITING_WHY = "waiting for its upload to finish"
+
+
+def upload_temp_patterns() -> tuple[str, ...]:
+    """The globs of names of unfinished uploads: ``$STREAMREC_UPLOAD_TEMP_PATTERNS`` (comma-separated; empty:
+    none) or :data:`DEFAULT_UPLOAD_TEMP_PATTERNS`."""
+    text = os.environ.get(UPLOAD_TEMP_PATTERNS_ENV)
+    if text is None:
+        return DEFAULT_UPLOAD_TEMP_PATTERNS
+    return tuple(p.strip() for p in text.split(",") if p.strip())
+
+
+def is_upload_temp(name: str, patterns: tuple[str, ...] | None = None) -> bool:
+    """True when ``name`` (one file or folder name) is an unfinished upload's temporary name."""
+    pats = upload_temp_patterns() if patterns is None else patterns
+    return any(fnmatch.fnmatchcase(name.lower(), p.lower()) for p in pats)
 
 
 @dataclass(frozen=True)
@@ -135,19 +177,26 @@ def partition_files(bucket: Bucket, partition_key: str) -> list[str]:
 
 
 def list_incoming(
-    bucket: Bucket, prefix: str = INCOMING, refused: list[str] | None = None
+    bucket: Bucket,
+    prefix: str = INCOMING,
+    refused: list[str] | None = None,
+    waiting: list[str] | None = None,
 ) -> list[Partition]:
     """The partitions under ``prefix``, in arrival order (newest file's mtime, then key).
 
     Each direct child of ``prefix`` is one partition: a file, or a folder (its files arrive together).
     Hidden names are skipped, so is a folder holding only hidden objects (an upload in progress). Keys the
     bucket cannot address (e.g. S3 keys with ``..`` segments) are not partitions: each is appended to
-    ``refused`` (when given; :func:`refused_incoming`), logged, and listed by the index page.
+    ``refused`` (when given; :func:`refused_incoming`), logged, and listed by the index page. Unfinished
+    uploads (:func:`is_upload_temp`) are not partitions yet: each such object key is appended to ``waiting``
+    (when given; :func:`waiting_incoming`), and a folder holding one is left out as a whole until it is renamed.
     Ids are unique within one listing: when two names map to the same id (``p.csv`` and ``p.parquet``), the
     later arrival gets ``-<8 hex of its name's SHA-256>`` appended.
     """
     base = check_key(prefix, prefix=True)
+    patterns = upload_temp_patterns()
     groups: dict[str, list[Any]] = {}
+    unfinished: dict[str, list[str]] = {}
     for obj in bucket.list(base):
         rel = obj.key[len(base) + 1 :] if base else obj.key
         top, _, rest = rel.partition("/")
@@ -156,11 +205,22 @@ def list_incoming(
             if refused is not None:
                 refused.append(obj.key)
             continue
+        group = top + ("/" if rest else "")
+        if any(is_upload_temp(seg, patterns) for seg in rel.split("/")) and not (
+            is_hidden(top) and not is_upload_temp(top, patterns)
+        ):
+            unfinished.setdefault(group, []).append(obj.key)
+            continue
         if is_hidden(top):
             continue
         if rest and any(is_hidden(seg) for seg in rest.split("/")):
             continue
-        groups.setdefault(top + ("/" if rest else ""), []).append(obj)
+        groups.setdefault(group, []).append(obj)
+    for group, keys in sorted(unfinished.items()):
+        groups.pop(group, None)
+        log.info("waiting for the upload of %s to finish", ", ".join(keys))
+        if waiting is not None:
+            waiting.extend(sorted(keys))
     found = []
     for top, objs in groups.items():
         is_folder = top.endswith("/")
@@ -191,6 +251,13 @@ def refused_incoming(bucket: Bucket, prefix: str = INCOMING) -> list[str]:
     refused: list[str] = []
     list_incoming(bucket, prefix, refused)
     return refused
+
+
+def waiting_incoming(bucket: Bucket, prefix: str = INCOMING) -> list[str]:
+    """The object keys under ``prefix`` of unfinished uploads (see :func:`is_upload_temp`), sorted by partition."""
+    waiting: list[str] = []
+    list_incoming(bucket, prefix, waiting=waiting)
+    return waiting
 
 
 def as_partition(bucket: Bucket, partition: Partition | str) -> Partition:

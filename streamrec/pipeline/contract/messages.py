@@ -60,3 +60,12 @@ def n_rows(n: int) -> str:
 def mib(n: int) -> str:
     """Bytes as ``"64.0 MiB"``."""
     return f"{n / (1 << 20):.1f} MiB"
+
+
+def size_text(n: int) -> str:
+    """Bytes for a reader: ``"812 bytes"``, ``"3.4 KiB"``, ``"1.2 MiB"``."""
+    if n < 1024:
+        return f"{n} byte{'' if n == 1 else 's'}"
+    if n < 1 << 20:
+        return f"{n / 1024:.1f} KiB"
+    return mib(n)

@@ -19,24 +19,41 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from streamrec.core.ratings_arrow import arrow_strings, lenient_ints, lenient_ratings, pa_match, split_text
+from streamrec.core.compression import (
+    Damaged,
+    TooLarge,
+    codec_of,
+    compressed_parquet,
+    decompress,
+    unsupported_compression,
+)
+from streamrec.core.ratings_arrow import (
+    arrow_strings,
+    lenient_ints,
+    lenient_ratings,
+    pa_match,
+    repeated_headers,
+    split_fields_arrow,
+    split_text,
+)
 from streamrec.core.ratings_format import (
     BLANK,
-    BLANK_LINE,
-    BOM,
+    CSV_QUOTING,
     FIELD_COUNT,
     FILE_TYPE,
     KNOWN_HEADER,
+    MAX_HEAD_BYTES,
     REPEATED_HEADER,
     TIMESTAMP_INTEGER,
     TS_REQUIRED,
+    Layout,
     RatingsFormatError,
-    compressed_as,
     field_count_detail,
     is_hidden,
     layout_from_head,
     one_line,
     parquet_layout,
+    quoting_detail,
     short,
 )
 from streamrec.core.schema import ITEM, RATING, TS, USER
@@ -47,7 +64,7 @@ from streamrec.pipeline.contract.incoming import (
     display_name,
     max_partition_bytes,
 )
-from streamrec.pipeline.contract.messages import entry, mib, n_rows
+from streamrec.pipeline.contract.messages import entry, mib, n_rows, size_text
 from streamrec.storage.bucket import Bucket
 
 FILES_ONLY = "files_only"
@@ -82,13 +99,16 @@ class Rows:
     unit: str = "line"
     ts_raw: pa.Array | None = None
     ts_bad: np.ndarray | None = None
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
 class ParsedPartition:
     """A partition parsed leniently: ``frame`` (``user Int64, item Int64, rating float64, ts Int64``, index =
     row number 0..n-1), where each row came from (:meth:`where`), and the problems found before GX runs:
-    ``fatal`` (file-level, the suite is not run) and ``problems`` (rows the frame cannot represent)."""
+    ``fatal`` (file-level, the suite is not run) and ``problems`` (rows the frame cannot represent); and
+    ``normalised``: what was normalised to read it, one ``"<file>: <what>"`` each (e.g. ``"p.csv: RFC 4180
+    quoting removed"``, ``"p.csv.gz: gzip-compressed; 1.2 MiB uncompressed"``)."""
 
     frame: pd.DataFrame
     files: list[str]
@@ -98,6 +118,7 @@ class ParsedPartition:
     units: list[str]
     fatal: list[dict] = field(default_factory=list)
     problems: list[dict] = field(default_factory=list)
+    normalised: list[str] = field(default_factory=list)
 
     def where(self, row: int) -> str:
         """``"p.csv line 17: '3,5,7.0,964982703'"`` for a row of :attr:`frame`."""
@@ -122,17 +143,12 @@ def _parse_ts(arr: pa.Array | None, n: int, required: bool) -> tuple[pa.Array, n
 
 
 def parse_text(name: str, data: bytes) -> Rows:
-    """Parse one text file (CSV with a known header, or tab-separated u.data); raise :class:`FileProblem`."""
+    """Parse one text file (CSV with a known header, or tab-separated u.data; already decompressed); raise
+    :class:`FileProblem`. ``Rows.notes`` says what was normalised (quoting, column order, blank lines)."""
     if not data:
         raise FileProblem(name, 1, KNOWN_HEADER, "the file is empty: no header")
-    what = compressed_as(data)
-    if what:
-        raise FileProblem(
-            name,
-            None,
-            FILE_TYPE,
-            f"{what}: compressed partitions are not supported; drop the uncompressed text or Parquet",
-        )
+    if unsupported := unsupported_compression(data):
+        raise FileProblem(name, None, FILE_TYPE, unsupported)
     nul = data.find(b"\x00")
     if nul >= 0:
         raise FileProblem(
@@ -151,68 +167,78 @@ def parse_text(name: str, data: bytes) -> Rows:
             f"not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}): binary data or another encoding",
         ) from None
     try:
-        layout = layout_from_head(name, data, True, "auto")
+        layout = layout_from_head(name, data[:MAX_HEAD_BYTES], len(data) <= MAX_HEAD_BYTES, "auto")
     except RatingsFormatError as err:
         raise FileProblem.of(err) from None
     lines = split_text(text)
-    n = len(lines)
-    line_no = np.arange(1, n + 1)
     blank = pa_match(lines, BLANK)
-    nonblank = np.flatnonzero(~blank)
-    last = int(nonblank[-1]) if nonblank.size else -1
     is_data = ~blank
-    if layout.header is not None:
-        is_data[0] = False
-    found: list[tuple[int, str, str, int]] = []  # (line, rule, detail, how many lines break it)
-    inner_blank = np.flatnonzero(blank[:last])
-    if inner_blank.size:
-        detail = "a blank line before more data (only trailing blank lines are allowed)"
-        found.append((int(inner_blank[0]) + 1, BLANK_LINE, detail, inner_blank.size))
+    header = int(np.argmax(is_data)) if layout.header is not None else None
+    if header is not None:
+        is_data[header] = False
     data_idx = np.flatnonzero(is_data)
     data_lines = lines.take(pa.array(data_idx, pa.int64()))
-    if layout.header is not None:
-        rep = pc.fill_null(
-            pc.or_(
-                pc.equal(data_lines, pa.scalar(layout.header, data_lines.type)),
-                pc.equal(data_lines, pa.scalar(BOM + layout.header, data_lines.type)),
-            ),
-            False,
-        ).to_numpy(zero_copy_only=False)
-        if rep.any():
-            detail = f"the header {layout.header!r} appears again (concatenated files?)"
-            found.append((int(data_idx[rep][0]) + 1, REPEATED_HEADER, detail, int(rep.sum())))
-    parts = pc.split_pattern(data_lines, layout.sep)
-    counts = pc.list_value_length(parts).to_numpy(zero_copy_only=False)
-    wrong = counts != layout.n_fields
-    if wrong.any():
-        i = int(np.argmax(wrong))
-        detail = field_count_detail(layout, int(counts[i]), data_lines[i].as_py())
-        found.append((int(data_idx[i]) + 1, FIELD_COUNT, detail, int(wrong.sum())))
+    fields = split_fields_arrow(data_lines, layout.sep)
+    found: list[tuple[int, str, str, int]] = []  # (line, rule, detail, how many lines break it)
+
+    def first(mask: np.ndarray, rule: str, detail: Callable[[int], str]) -> None:
+        if mask.any():
+            i = int(np.argmax(mask))
+            found.append((int(data_idx[i]) + 1, rule, detail(i), int(mask.sum())))
+
+    rep = (
+        repeated_headers(data_lines, fields, layout)
+        if layout.header is not None
+        else np.zeros(len(data_idx), bool)
+    )
+    first(rep, REPEATED_HEADER, lambda _: f"the header {layout.header!r} appears again (concatenated files?)")
+    first(fields.bad_quoting & ~rep, CSV_QUOTING, lambda i: quoting_detail(data_lines[i].as_py()))
+    counts = fields.counts()
+    first(
+        (counts != layout.n_fields) & ~fields.bad_quoting & ~rep,
+        FIELD_COUNT,
+        lambda i: field_count_detail(layout, int(counts[i]), data_lines[i].as_py()),
+    )
     if found:
         line, rule, detail, count = min(found)
         more = f" ({count} lines break this rule)" if count > 1 else ""
         raise FileProblem(name, line, rule, detail + more)
-    fields = [pc.list_element(parts, j) for j in range(layout.n_fields)] if len(data_idx) else []
+    quoted = fields.quoted or (header is not None and '"' in lines[header].as_py())
+    notes = _notes(layout, quoted, int(blank.sum()))
     m = len(data_idx)
     if not m:
         empty_i, empty_f = pa.array([], pa.int64()), pa.array([], pa.float64())
-        return Rows(empty_i, empty_i, empty_f, empty_i, np.zeros(0, np.int64), lambda _: "")
-    ts_raw = fields[3] if layout.n_fields == 4 else None
+        return Rows(empty_i, empty_i, empty_f, empty_i, np.zeros(0, np.int64), lambda _: "", notes=notes)
+    cols = fields.columns(layout)
+    ts_raw = cols[3] if layout.n_fields == 4 else None
     ts, ts_bad = _parse_ts(ts_raw, m, layout.ts_mode == TS_REQUIRED)
 
     def show(line: int) -> str:
         return short(lines[line - 1].as_py())
 
     return Rows(
-        lenient_ints(fields[0]),
-        lenient_ints(fields[1]),
-        lenient_ratings(fields[2]),
+        lenient_ints(cols[0]),
+        lenient_ints(cols[1]),
+        lenient_ratings(cols[2]),
         ts,
-        line_no[data_idx],
+        data_idx + 1,
         show,
         ts_raw=ts_raw,
         ts_bad=ts_bad,
+        notes=notes,
     )
+
+
+def _notes(layout: Layout, quoted: bool, blank: int) -> list[str]:
+    """The normalisations of a text file that passed its file-level rules, as the report states them."""
+    notes = []
+    if quoted:
+        notes.append("RFC 4180 quoting removed")
+    if layout.order:
+        notes.append(f"columns reordered from header {layout.header!r}")
+    if blank:
+        notes.append(f"{blank} blank line{'s' if blank > 1 else ''} skipped")
+    return notes
 
 
 def parse_parquet(name: str, data: bytes) -> Rows:
@@ -284,13 +310,32 @@ def _folder_problems(bucket: Bucket, part: Partition) -> list[dict]:
     return fatal
 
 
+def _uncompressed(name: str, raw: bytes, budget: int) -> tuple[bytes, str | None]:
+    """A file's bytes, decompressed when they are gzip or bzip2 (at most ``budget`` bytes: else
+    :class:`~streamrec.core.compression.TooLarge`), and the note saying so."""
+    codec = codec_of(raw)
+    if codec is None:
+        return raw, None
+    try:
+        data = decompress(raw, codec, limit=budget)
+    except Damaged as exc:
+        raise FileProblem(name, None, FILE_TYPE, str(exc)) from None
+    if data[:4] == b"PAR1":
+        raise FileProblem(name, None, FILE_TYPE, compressed_parquet(codec))
+    return data, f"{codec}-compressed; {size_text(len(data))} uncompressed"
+
+
 def parse_partition(bucket: Bucket, partition: Partition | str) -> ParsedPartition:
     """Read a partition's files through ``bucket`` and parse them leniently (see the module docstring).
 
+    The size limit (:func:`~streamrec.pipeline.contract.incoming.max_partition_bytes`) holds for the bytes as
+    parsed: a partition whose listing is larger is not read at all; a compressed file is decompressed as a
+    stream that stops as soon as the partition passes the limit (a compression bomb costs at most the limit).
     Never raises for bad content (it lands in ``fatal`` / ``problems``); bucket I/O errors propagate."""
     part = as_partition(bucket, partition)
     files: list[str] = []
     parsed: list[Rows] = []
+    normalised: list[str] = []
     fatal: list[dict] = _folder_problems(bucket, part) if part.is_folder else []
     limit = max_partition_bytes()
     if part.size > limit:
@@ -301,18 +346,32 @@ def parse_partition(bucket: Bucket, partition: Partition | str) -> ParsedPartiti
             "smaller partitions, or raise the limit on workers with the memory for it"
         )
         fatal.append(entry(PARTITION_SIZE, None, 1, [], where, msg))
+    used = 0
     for key in part.files if part.size <= limit else ():
         name = display_name(part, key)
-        data = bucket.read_bytes(key)
         try:
+            data, note = _uncompressed(name, bucket.read_bytes(key), limit - used)
+            used += len(data)
             rows = parse_parquet(name, data) if data[:4] == b"PAR1" else parse_text(name, data)
+        except TooLarge:
+            msg = (
+                f"{name}: rule {PARTITION_SIZE}: partition too large to check: {name} is compressed and expands "
+                f"past {mib(limit)} (decompression stopped there), the contract reads at most {mib(limit)} into "
+                "memory (STREAMREC_MAX_PARTITION_BYTES); split it into smaller partitions, or raise the limit on "
+                "workers with the memory for it"
+            )
+            fatal.append(entry(PARTITION_SIZE, None, 1, [], name, msg))
+            break
         except FileProblem as exc:
             where = name if exc.line is None else f"{name} {exc.err.unit} {exc.line}"
             fatal.append(entry(exc.rule, None, 1, [], where, one_line(str(exc))))
             continue
         files.append(name)
         parsed.append(rows)
-    return _assemble(parsed, files, fatal)
+        normalised += [f"{name}: {n}" for n in ([note] if note else []) + rows.notes]
+    out = _assemble(parsed, files, fatal)
+    out.normalised = normalised
+    return out
 
 
 def _assemble(parsed: list[Rows], files: list[str], fatal: list[dict]) -> ParsedPartition:
