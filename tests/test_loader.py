@@ -690,3 +690,18 @@ def test_spark_tool_written_shapes(spark, tmp_path):
     with pytest.raises(RatingsFormatError) as e:
         read_ratings(spark, bad_q)
     assert (e.value.line, e.value.rule) == (4, "csv_quoting")
+
+
+@pytest.mark.spark
+def test_spark_guard_spares_blank_and_header_lines_under_a_later_filter(spark, tmp_path):
+    """The hold-out split's hash filter of ``user, item`` is pushed below the reader's blank/header filter by
+    Spark's optimizer: blank and header lines must not trip the changed-after-validation guard there."""
+    from streamrec.spark import split
+
+    lines = many_lines(300)
+    lines[100] = ""
+    path = write(tmp_path / "r.csv", "\n".join(["", ML_HEADER, *lines]) + "\n\n \n")
+    df = read_ratings(spark, path)
+    train, held = split.split(df, 0.2, 42)
+    assert train.count() + held.count() == 299
+    assert held.count() > 0

@@ -126,12 +126,19 @@ _GUARD = (
     "raise_error('ratings changed after validation: a row read now no longer passes the rules of "
     "streamrec.core.ratings_format')"
 )
-OUTPUT = [
-    f"coalesce(CASE WHEN _ok THEN _u ELSE {_GUARD} END, CAST(0 AS BIGINT)) AS {USER}",
-    f"coalesce(CASE WHEN _ok THEN _i ELSE {_GUARD} END, CAST(0 AS BIGINT)) AS {ITEM}",
-    f"coalesce(CASE WHEN _ok THEN _r ELSE {_GUARD} END, CAST(0 AS DOUBLE)) AS {RATING}",
-    f"CAST(CASE WHEN _ok THEN _t ELSE {_GUARD} END AS BIGINT) AS {TS}",
-]
+
+
+def output(passes: str = "_ok") -> list[str]:
+    """The guarded output columns: a row whose ``passes`` condition fails raises (see the module docstring of
+    :mod:`streamrec.spark.ratings`). For text, blank and header lines pass too (their values are null -> 0): they
+    are filtered out by the caller, and Spark may evaluate a caller's later filter (e.g. the hold-out hash of
+    ``user, item``) on them before that filter, so the guard must not fire on them."""
+    return [
+        f"coalesce(CASE WHEN {passes} THEN _u ELSE {_GUARD} END, CAST(0 AS BIGINT)) AS {USER}",
+        f"coalesce(CASE WHEN {passes} THEN _i ELSE {_GUARD} END, CAST(0 AS BIGINT)) AS {ITEM}",
+        f"coalesce(CASE WHEN {passes} THEN _r ELSE {_GUARD} END, CAST(0 AS DOUBLE)) AS {RATING}",
+        f"CAST(CASE WHEN {passes} THEN _t ELSE {_GUARD} END AS BIGINT) AS {TS}",
+    ]
 
 
 @dataclass
@@ -230,7 +237,7 @@ def text_group(
             )
         ]
     )
-    data = annotated.where("NOT _blank AND NOT _hdr").selectExpr(*OUTPUT, "_file")
+    data = annotated.where("NOT _blank AND NOT _hdr").selectExpr(*output("(_ok OR _blank OR _hdr)"), "_file")
     return Group(layout, files, stats, annotated, data)
 
 
@@ -258,7 +265,7 @@ def parquet_group(spark: SparkSession, layout: Layout, files: list[str], scale: 
         F.expr("sum(CAST(NOT _ok AS BIGINT)) AS n_bad"),
         F.expr("min(CASE WHEN NOT _ok THEN _row END) AS bad_row"),
     )
-    data = annotated.selectExpr(*OUTPUT, "_file")
+    data = annotated.selectExpr(*output(), "_file")
     return Group(layout, files, stats, annotated, data)
 
 
