@@ -132,8 +132,10 @@ def _same_bytes(part: Any, record: dict) -> bool:
 
 def pending(bucket: Bucket, store: ModelStore) -> dict:
     """What the update DAG should look at now: the current version and the pending partitions in arrival
-    order (as dicts), plus what was skipped and why (for the log)."""
-    from streamrec.pipeline.contract import REFUSED_KEY, list_incoming
+    order (as dicts), plus what was skipped and why (for the log), and ``waiting``: the object keys of
+    unfinished uploads (temporary names, see ``contract.incoming``), skipped as "waiting for its upload to
+    finish" until they are renamed."""
+    from streamrec.pipeline.contract import REFUSED_KEY, WAITING_WHY, list_incoming
 
     current = store.current()
     if current is None:
@@ -144,8 +146,8 @@ def pending(bucket: Bucket, store: ModelStore) -> dict:
     # --- review actions (streamrec.pipeline.review): partitions held by a rollback; quarantined ones re-queued ---
     review = hold_state(bucket)
     # --- end review actions ---
-    todo, skipped, refused = [], {}, []
-    for part in list_incoming(bucket, INCOMING, refused):
+    todo, skipped, refused, waiting = [], {}, [], []
+    for part in list_incoming(bucket, INCOMING, refused, waiting):
         if part.id in lineage:
             skipped[part.id] = "applied"
         elif part.id in rejected:
@@ -159,7 +161,8 @@ def pending(bucket: Bucket, store: ModelStore) -> dict:
         else:
             todo.append(part.as_dict())
     skipped.update({key: REFUSED_KEY for key in refused})
-    return {"base": current, "pending": todo, "skipped": skipped}
+    skipped.update({key: WAITING_WHY for key in waiting})  # unfinished uploads: picked up once renamed
+    return {"base": current, "pending": todo, "skipped": skipped, "waiting": waiting}
 
 
 def requeue(store: ModelStore, partition_ids: Iterable[str], when: datetime | None = None) -> list[str]:
