@@ -25,9 +25,10 @@ read decompressed, whatever its name; other compressed formats (ZIP, xz, zstd) a
 
 Lines end with LF, CRLF or a lone CR (the same three terminators as Spark's text reader), so no ``\\r`` ever
 reaches a value. Blank lines (only spaces and tabs) are skipped wherever they are, also before the header (the
-header is the first non-blank line), as pandas and Spark skip them; they keep their line numbers. Fields are split on the separator with RFC 4180 quoting: a field may be
-enclosed in double quotes (``"4.5"``, as ``csv.QUOTE_ALL`` writes), a double quote inside a quoted field is
-doubled (``""``); a quoted field never spans lines. No trimming of spaces.
+header is the first non-blank line), as pandas and Spark skip them; they keep their line numbers. Fields are
+split on the separator with RFC 4180 quoting: a field may be enclosed in double quotes (``"4.5"``, as
+``csv.QUOTE_ALL`` writes), a double quote inside a quoted field is doubled (``""``); a quoted field never spans
+lines. No trimming of spaces.
 
 Rules, checked in this order for each line/row (the first failing rule is reported):
 
@@ -96,20 +97,8 @@ RATING_ON_SCALE = "rating_on_scale"
 RATING_ON_STEP = "rating_on_step"
 TIMESTAMP_INTEGER = "timestamp_integer"
 TIMESTAMP_RANGE = "timestamp_range"
-RULES = (
-    KNOWN_HEADER,
-    REPEATED_HEADER,
-    CSV_QUOTING,
-    FIELD_COUNT,
-    ID_INTEGER,
-    ID_RANGE,
-    RATING_FINITE,
-    RATING_NUMBER,
-    RATING_ON_SCALE,
-    RATING_ON_STEP,
-    TIMESTAMP_INTEGER,
-    TIMESTAMP_RANGE,
-)
+RULES = (KNOWN_HEADER, REPEATED_HEADER, CSV_QUOTING, FIELD_COUNT, ID_INTEGER, ID_RANGE, RATING_FINITE)
+RULES += (RATING_NUMBER, RATING_ON_SCALE, RATING_ON_STEP, TIMESTAMP_INTEGER, TIMESTAMP_RANGE)
 FILE_TYPE = "text_or_parquet"
 """The file is UTF-8 text without NUL bytes (possibly gzip/bzip2-compressed), or Parquet. The readers raise it
 for the other compressed formats and damaged compressed streams; the data contract also for binary data."""
