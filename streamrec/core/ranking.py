@@ -78,8 +78,10 @@ class RankingRule:
 PLAIN = RankingRule(min_ratings=0, shrink=0.0, popularity=0.0)
 """Every unseen item, ranked by the model's prediction: versions written before the ranking rule existed."""
 
-DEFAULT = RankingRule(min_ratings=0, shrink=0.0, popularity=0.0)
-"""The rule new versions record (chosen on the training part of ml-latest-small by ``bench/ranking.py``)."""
+DEFAULT = RankingRule(min_ratings=0, shrink=25.0, popularity=0.5)
+"""The rule new versions record: the best NDCG@10 on the validation part of ml-latest-small's training part
+(``bench/ranking.py``, grid min_ratings {0, 10, 50} x shrink {0, 25, 100} x popularity {0 .. 4}: 0.1162 against
+0.0330 for :data:`PLAIN`; min_ratings made no difference once popularity counts, so it stays 0)."""
 
 
 class Ranker:
