@@ -239,6 +239,15 @@ def test_seen_items_mapping_and_top_rated() -> None:
     assert SeenItems.from_table(seen.to_table()).rated(5)[1].tolist() == [5.0, 5.0, 2.0]
     rec = Recommender(tiny(), seen=seen)
     assert [i for i, _ in rec.recommend(5, k=10)] == [40]
+    # rows in any order (several Parquet files): sorted on construction; a user twice is refused
+    unsorted = SeenItems([9, 2, 5], [0, 2, 3, 6], [1, 2, 3, 4, 5, 6], [0.5, 1, 1.5, 2, 2.5, 3])
+    assert (
+        list(unsorted) == [2, 5, 9]
+        and unsorted[9].tolist() == [1, 2]
+        and unsorted.rated(5)[1].tolist() == [2, 2.5, 3]
+    )
+    with pytest.raises(ValueError, match="user 2 has more than one row"):
+        SeenItems([2, 1, 2], [0, 1, 2, 3], [1, 2, 3], [1.0, 1.0, 1.0])
 
 
 def test_from_store_excludes_the_versions_seen_items(tmp_path) -> None:

@@ -54,11 +54,12 @@ class SeenItems(Mapping):
             if bool(np.any(self.users[order][1:] == self.users[order][:-1])):
                 dup = self.users[order][1:][self.users[order][1:] == self.users[order][:-1]][0]
                 raise ValueError(f"seen table: user {int(dup)} has more than one row")
-            starts, ends = self.offsets[:-1][order], self.offsets[1:][order]
-            idx = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends, strict=True)] or [[]])
-            idx = idx.astype(np.int64)
+            starts, lengths = self.offsets[:-1][order], np.diff(self.offsets)[order]
+            new_offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+            # position j of the new layout takes old element starts[r] + (j - new_offsets[r]) of its row r
+            idx = np.repeat(starts - new_offsets[:-1], lengths) + np.arange(int(new_offsets[-1]))
             self.items, self.ratings = self.items[idx], self.ratings[idx]
-            self.offsets = np.concatenate([[0], np.cumsum(ends - starts)]).astype(np.int64)
+            self.offsets = new_offsets
             self.users = self.users[order]
 
     # --- Mapping: user id -> sorted item ids -------------------------------------------------------------
