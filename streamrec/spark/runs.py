@@ -76,7 +76,8 @@ def side_tables(
 ) -> tuple[dict[str, DataFrame], dict]:
     """The optional tables a job writes with its version (``write_model``'s ``extra``): the seen table and the
     recommendations (``streamrec.spark.recommend``; none when ``rule.k`` is 0 or the seen items are unknown),
-    both materialised here, and what to record in the manifest's ``ranking`` entry (the rule, the seconds)."""
+    both computed here (persisted until ``_release``), and what to record in the manifest's ``ranking``
+    entry (the rule, the seconds)."""
     tables: dict[str, DataFrame] = {}
     info: dict = {**rule.as_dict(), "seen": seen_table is not None, "recommendations": False}
     if seen_table is None:
@@ -85,15 +86,27 @@ def side_tables(
         )
         return tables, info
     t0 = time.perf_counter()
-    tables[SEEN] = seen_table.localCheckpoint()
+    tables[SEEN] = _materialised(seen_table)
     info["seen_seconds"] = round(time.perf_counter() - t0, 3)
     if rule.k > 0:
         t0 = time.perf_counter()
-        tables[RECOMMENDATIONS] = recommend.recommend_all(
-            model, tables[SEEN], rule, (scale.low, scale.high)
-        ).localCheckpoint()
+        tables[RECOMMENDATIONS] = _materialised(
+            recommend.recommend_all(model, tables[SEEN], rule, (scale.low, scale.high))
+        )
         info.update(recommendations=True, recommend_seconds=round(time.perf_counter() - t0, 3))
     return tables, info
+
+
+def _materialised(df: DataFrame) -> DataFrame:
+    """``df`` persisted and computed now (so its cost is timed here); ``_release`` frees it after the write."""
+    df = df.persist()
+    df.count()
+    return df
+
+
+def _release(tables: dict[str, DataFrame]) -> None:
+    for df in tables.values():
+        df.unpersist()
 
 
 def bootstrap_version(
@@ -148,6 +161,7 @@ def bootstrap_version(
         version,
         extra=tables,
     )
+    _release(tables)
     return store.read_manifest(vid)
 
 
@@ -226,6 +240,7 @@ def update_version(
         version,
         extra=tables,
     )
+    _release(tables)
     return store.read_manifest(vid), current
 
 
