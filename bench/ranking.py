@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
+import shutil
 import tempfile
 import time
 
@@ -286,6 +287,7 @@ def export_cost(spark, arrays: ModelArrays, train_pdf: pd.DataFrame, rule: Ranki
     recs.write.mode("overwrite").parquet(out)
     seconds = common.seconds(t0)
     got = pd.read_parquet(out).sort_values(["user", "rank"])
+    shutil.rmtree(out, ignore_errors=True)
     sk = SeenItems.from_ratings(train_pdf["user"], train_pdf["item"], train_pdf["rating"])
     rk = Ranker.of(arrays, rule, (scale.low, scale.high))
     equal, users = True, 0
