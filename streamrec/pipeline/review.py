@@ -56,8 +56,12 @@ Lookup
 :class:`LookupCache` keeps the loaded :class:`~streamrec.pipeline.lookup.Recommender` of the last few versions in
 memory (a published version never changes; an unpublished one is keyed by its ``created_at`` too, so a
 rewritten candidate is reloaded), and the current-version pointer for ``pointer_ttl`` seconds (one GET per
-lookup on S3 would cost more than the scoring). The lookup ranks every item by the model's score: the serving
-store keeps no per-user history, so items a user already rated are not excluded. Item titles come from
+lookup on S3 would cost more than the scoring). The lookup ranks the items by the version's ranking rule
+(``streamrec.core.ranking``) and leaves out every item the user rated: the version's seen table
+(``ModelStore.load_seen``, kept beside its factors), loaded with the model. Beside the recommendations it shows the
+user's own top-rated items (from the same table: highest rating first, then the more widely rated item), so a
+reviewer can judge the recommendations against the user's taste. A version written before the seen table
+existed has none: its lookup says so (``rated.known`` false) and cannot exclude anything. Item titles come from
 ``ratings/movies.csv`` (:data:`MOVIES`) when the bucket has one, in MovieLens format
 (``movieId,title,genres``, with a header); cached by the object's size and time.
 """
@@ -74,7 +78,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
+
 from streamrec.core import layout
+from streamrec.core.seen import SeenItems
 from streamrec.pipeline.reviewlog import (
     events,
     held_by_rollback,
@@ -440,7 +447,9 @@ class LookupCache:
         if hit is not None and hit[:2] == stamp and stamp[0] != PUBLISHED:
             return hit[2]
         with self._load_lock:
-            rec = Recommender(store.load_arrays(version), scale=scale_bounds(manifest))
+            rec = Recommender(
+                store.load_arrays(version), seen=store.load_seen(version), scale=scale_bounds(manifest)
+            )
         with self._lock:
             self._models[key] = (*stamp, rec)
             self._models.move_to_end(key)
@@ -499,8 +508,11 @@ def lookup(
 ) -> dict:
     """Top-``k`` items and predicted ratings for ``user`` from ``version`` (None: the current one).
 
-    Returns ``{"version", "user", "known_user", "items": [{"item", "score", "title"}]}``; a user the model
-    has not seen gets the cold-start ranking (``mu + b_i``) and ``known_user`` False."""
+    Returns ``{"version", "user", "known_user", "items": [{"item", "score", "title"}], "rule", "rated"}``; a
+    user the model has not seen gets the cold-start ranking (``mu + b_i``) and ``known_user`` False. ``items``
+    never holds an item the user rated (the version's seen table). ``rule`` is the ranking rule applied;
+    ``rated``: ``{"known"`` (the version has a seen table), ``"count"`` (items the user rated), ``"top"``: the
+    user's ``k`` best-rated items ``[{"item", "rating", "title"}]``}."""
     if not 1 <= int(k) <= 100:
         raise ValueError(f"k must be in 1..100, got {k}")
     cache = cache or _DEFAULT_CACHE
@@ -510,9 +522,23 @@ def lookup(
     rec = cache.recommender(store, version)
     titles = cache.titles(store.bucket)
     top = rec.recommend(int(user), int(k))
+    seen = rec.seen if isinstance(rec.seen, SeenItems) else None
+    arrays = rec.arrays
+
+    def rating_counts(ids: Any) -> Any:
+        rows = arrays.item_rows(ids)
+        return np.where(rows >= 0, arrays.item_n[np.maximum(rows, 0)], 0)
+
+    rated = seen.top_rated(int(user), int(k), rating_counts) if seen is not None else []
     return {
         "version": version,
         "user": int(user),
         "known_user": rec.arrays.user_row(int(user)) >= 0,
         "items": [{"item": i, "score": round(s, 4), "title": titles.get(i)} for i, s in top],
+        "rule": rec.rule.as_dict(),
+        "rated": {
+            "known": seen is not None,
+            "count": len(seen.get(int(user), ())) if seen is not None else None,
+            "top": [{"item": i, "rating": r, "title": titles.get(i)} for i, r in rated],
+        },
     }
