@@ -9,6 +9,13 @@ tuning DAG's random search in-process, with the same functions (``sample_trials`
 ``bootstrap_trial``, ``choose``): trial 0 is the default ``BootstrapParams``. Then the default and the chosen
 parameters are each fitted on the whole train 80 % and scored on the test 20 %, which no trial ever saw.
 Prints progress lines, then one JSON object on the last line.
+
+Last line: one JSON object with the top-level keys ``data``, ``code``, ``split``, ``n_train``, ``n_test``,
+``search``, ``tuning_wall_seconds``, ``test_rmse_default``, ``test_rmse_tuned``, ``test_rmse_gain``, ``final``,
+``machine``.
+
+``--smoke``: tiny generated data (``common.SYNTH_SMOKE``) and a rank-4, 2-iteration default (trial 0; with
+``--trials 2``: the test suite's check that the script runs, ``tests/test_bench.py``).
 """
 
 from __future__ import annotations
@@ -35,13 +42,13 @@ def main(argv: list[str] | None = None) -> int:
     code = common.code_version()
     say = common.Progress("tuning")
     load0 = common.machine()
-    data = common.load(args.ratings, args.scale, say)
+    data = common.load(args.ratings, args.scale, say, smoke=args.smoke)
     scale = data.scale
     sp = common.split(data.ratings)
     say(
         f"{len(data.ratings)} ratings: train {len(sp.train)}, test {len(sp.test_known)} (dropped {sp.dropped})"
     )
-    default = BootstrapParams()
+    default = BootstrapParams(rank=4, iterations=2) if args.smoke else BootstrapParams()
     with common.spark_session("bench-tuning", event_log=False) as (spark, _):
         train = common.to_spark(spark, sp.train).cache()
         test = common.to_spark(spark, sp.test_known).cache()
