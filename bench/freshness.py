@@ -125,22 +125,37 @@ def find_run(api: Api, version: str, since: float) -> dict:
 
 
 def breakdown(tis: list[dict], t_drop: float, t_pub: float) -> dict:
-    """Seconds per step from the run's task instances (``start_date``/``end_date``); ``overhead`` = the rest."""
+    """Seconds per step from the run's task instances (``start_date``/``end_date``); ``overhead`` = the rest.
+    A step whose task has not finished yet is None (and so is ``overhead``)."""
     by = {t["task_id"]: t for t in tis}
 
-    def dur(task_ids: list[str]) -> float:
-        return round(
-            sum((_ts(by[t]["end_date"]) or 0) - (_ts(by[t]["start_date"]) or 0) for t in task_ids if t in by),
-            2,
-        )
+    def dur(task_ids: list[str]) -> float | None:
+        spans = [(_ts(by[t].get("start_date")), _ts(by[t].get("end_date"))) for t in task_ids if t in by]
+        if any(a is None or b is None for a, b in spans):
+            return None
+        return round(sum(b - a for a, b in spans), 2)
 
+    find_end = _ts((by.get("find_new") or {}).get("end_date"))
     out = {
         "total": round(t_pub - t_drop, 2),
-        "detection": round((_ts(by["find_new"]["end_date"]) or t_drop) - t_drop, 2),
+        "detection": round(find_end - t_drop, 2) if find_end is not None else None,
     }
     out.update({k: dur(v) for k, v in STEPS.items()})
-    out["overhead"] = round(out["total"] - sum(out[k] for k in ("detection", *STEPS)), 2)
+    parts = [out[k] for k in ("detection", *STEPS)]
+    out["overhead"] = None if None in parts else round(out["total"] - sum(parts), 2)
     return out
+
+
+def finished_tis(api: Api, run_id: str, timeout: float = 120) -> list[dict]:
+    """The run's task instances once every step's task has an ``end_date`` (the bucket shows the new pointer
+    while ``publish`` is still recording its Asset event and its own end), or what there is after ``timeout``."""
+    needed = {"find_new", *(t for ts in STEPS.values() for t in ts)}
+    t0 = time.time()
+    while True:
+        tis = api.get(f"/api/v2/dags/{DAG}/dagRuns/{quote(run_id, safe='')}/taskInstances")["task_instances"]
+        if all(t.get("end_date") for t in tis if t["task_id"] in needed) or time.time() - t0 > timeout:
+            return tis
+        time.sleep(1)
 
 
 def measure(api: Api, bucket, store, rows: int, seed: int, k: int, timeout: float, **gen) -> dict:
@@ -166,7 +181,7 @@ def measure(api: Api, bucket, store, rows: int, seed: int, k: int, timeout: floa
     version = applied_by(store, pid)
     run = find_run(api, version, t_drop)
     rid = run["dag_run_id"]
-    tis = api.get(f"/api/v2/dags/{DAG}/dagRuns/{quote(rid, safe='')}/taskInstances")["task_instances"]
+    tis = finished_tis(api, rid)
     return {
         "partition": pid,
         "rows": rows,
@@ -181,7 +196,7 @@ def summarise(results: list[dict]) -> dict:
     done = [r for r in results if "total" in r]
     out = {}
     for key in KEYS:
-        a = np.asarray([r[key] for r in done], dtype=float)
+        a = np.asarray([r[key] for r in done if r.get(key) is not None], dtype=float)
         out[key] = (
             {
                 "n": int(a.size),

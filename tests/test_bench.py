@@ -223,6 +223,35 @@ def test_doc_keys_reads_the_paragraph_outside_parentheses(tmp_path):
     assert doc_keys(f) == ["a", "b", "d"]
 
 
+@pytest.mark.unit
+def test_freshness_breakdown_waits_for_every_step():
+    """The freshness steps from task instances; a task not finished yet (``publish`` still recording its Asset
+    event when the pointer is already visible) gives None, never a negative epoch; the summary skips it."""
+    sys.path.insert(0, str(BENCH))
+    import freshness
+
+    def ti(task: str, a: int, b: int | None) -> dict:
+        end = f"2026-01-01T00:00:{b:02d}Z" if b is not None else None
+        return {"task_id": task, "start_date": f"2026-01-01T00:00:{a:02d}Z", "end_date": end}
+
+    t0 = freshness._ts("2026-01-01T00:00:00Z")
+    tis = [ti("find_new", 5, 10), ti("validate", 11, 20), ti("update", 21, 40), ti("gate", 41, 42)]
+    early = freshness.breakdown([*tis, ti("publish", 43, None)], t0, t0 + 44)
+    assert early["publish"] is None and early["overhead"] is None and early["spark"] == 19.0, early
+    done = freshness.breakdown([*tis, ti("publish", 43, 44)], t0, t0 + 45)
+    assert done == {
+        "total": 45.0,
+        "detection": 10.0,
+        "validation": 9.0,
+        "spark": 19.0,
+        "gate": 1.0,
+        "publish": 1.0,
+        "overhead": 5.0,
+    }
+    summary = freshness.summarise([done, early, {"partition": "p", "rejected": "v1"}])
+    assert summary["publish"]["n"] == 1 and summary["total"]["n"] == 2 and summary["total"]["median"] == 44.5
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [n for n, _ in SMOKES["plain"]])
 def test_spark_free_bench_smoke(name, group_results):
