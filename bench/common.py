@@ -271,6 +271,7 @@ def spark_session(app: str, event_log: bool = True, extra_conf: dict | None = No
     ckpt, events = os.path.join(work, "ckpt"), os.path.join(work, "events")
     os.makedirs(events)
     conf = dict(extra_conf or {})
+    conf["spark.eventLog.enabled"] = "false"  # explicitly: a reused JVM may have it on by default
     if event_log:
         conf.update(
             {

@@ -4,7 +4,7 @@
 
 Split: ``common.split`` (the accuracy benchmark's: file order, ``default_rng(42).permutation(n)``, first 20 %
 test, test rows with a user or item unseen in train dropped). The search sees **only the train 80 %**: it splits
-it again with ``streamrec.pipeline.tuning.tuning_split`` (salted hash, ``--fraction`` scores the trials) and runs the
+it again with ``streamrec.spark.tuning.tuning_split`` (salted hash, ``--fraction`` scores the trials) and runs the
 tuning DAG's random search in-process, with the same functions (``sample_trials``, ``budget_allows``,
 ``bootstrap_trial``, ``choose``): trial 0 is the default ``BootstrapParams``. Then the default and the chosen
 parameters are each fitted on the whole train 80 % and scored on the test 20 %, which no trial ever saw.
@@ -26,9 +26,10 @@ import time
 
 import common
 
+from streamrec.core import search
 from streamrec.core.params import BootstrapParams
-from streamrec.pipeline import tuning
 from streamrec.spark import bootstrap, evaluate
+from streamrec.spark import tuning as trials_spark
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,25 +53,25 @@ def main(argv: list[str] | None = None) -> int:
     with common.spark_session("bench-tuning", event_log=False) as (spark, _):
         train = common.to_spark(spark, sp.train).cache()
         test = common.to_spark(spark, sp.test_known).cache()
-        fit, score = tuning.tuning_split(train, args.fraction, args.seed, holdout=None)
+        fit, score = trials_spark.tuning_split(train, args.fraction, args.seed, holdout=None)
         fit, score = fit.cache(), score.cache()
         say(f"tuning split of train: fit {fit.count()}, score {score.count()}")
 
         t0 = time.perf_counter()
-        deadline = tuning.deadline(time.time(), args.budget_minutes)
+        deadline = search.deadline(time.time(), args.budget_minutes)
         trials = []
         for k, values in enumerate(
-            tuning.sample_trials("bootstrap", args.trials, args.seed, default.as_dict())
+            search.sample_trials("bootstrap", args.trials, args.seed, default.as_dict())
         ):
-            tuned = {n: values[n] for n in tuning.tuned_fields("bootstrap")}
-            if not tuning.budget_allows(deadline):
+            tuned = {n: values[n] for n in search.tuned_fields("bootstrap")}
+            if not search.budget_allows(deadline):
                 say(f"trial {k} {tuned}: skipped (budget of {args.budget_minutes} min used)")
                 trials.append({"index": k, "tuned": tuned, "rmse": None, "skipped": True})
                 continue
-            res = tuning.bootstrap_trial(fit, score, BootstrapParams.from_dict(values), scale)
+            res = trials_spark.bootstrap_trial(fit, score, BootstrapParams.from_dict(values), scale)
             trials.append({"index": k, "tuned": tuned, **res})
             say(f"trial {k} {tuned}: score RMSE {res['rmse']:.4f} ({res['seconds']:.1f}s)")
-        best = tuning.choose(trials)
+        best = search.choose(trials)
         tuning_seconds = common.seconds(t0)
         assert best is not None
         chosen = BootstrapParams.from_dict({**default.as_dict(), **best["tuned"]})
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             "trials_skipped_by_budget": sum(1 for t in trials if t.get("skipped")),
             "budget_minutes": args.budget_minutes,
             "seed": args.seed,
-            "score": f"RMSE on a {args.fraction:g} salted-hash share of train (tuning.tuning_split)",
+            "score": f"RMSE on a {args.fraction:g} salted-hash share of train (streamrec.spark.tuning.tuning_split)",
             "trials": trials,
             "chosen": best,
         },

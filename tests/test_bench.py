@@ -7,12 +7,12 @@ parentheses there describes a key, it is not a key). A new script fails :func:`t
 it gets a smoke here or a reason in ``EXCLUDED``.
 
 Cost: the scripts of one group run one after the other in ONE Python subprocess (this file is the driver,
-``python tests/test_bench.py OUT.json SPECS.json``, as ``tests/e2e_support.py`` is for the end-to-end tests): each
-script's ``main(argv)`` is called with its stdout captured (and echoed), its return value (or ``SystemExit``
-code) is its exit code. The Spark group shares one JVM (each script stops its session, the next one starts a new
-SparkContext in the same JVM), so the JVM start-up is paid once, not once per script; the Spark-free group
-needs no JVM at all. The subprocess keeps the tests' own Spark session (``conftest.spark``) out of reach of the
-scripts' ``spark.stop()``.
+``python tests/test_bench.py OUT.json SPECS.json``, as ``tests/e2e_support.py`` is for the end-to-end tests):
+each script runs as ``__main__`` (``runpy``, its ``sys.argv`` set) with its stdout captured (and echoed); its
+``SystemExit`` code is its exit code. The Spark group shares one JVM, started first by the driver with a plain
+session (each script stops its session, the next one starts a new SparkContext in the same JVM), so the JVM
+start-up is paid once, not once per script; the Spark-free group needs no JVM at all. The subprocess keeps the
+tests' own Spark session (``conftest.spark``) out of reach of the scripts' ``spark.stop()``.
 
 Not run here, with the reason:
 
@@ -30,11 +30,11 @@ from __future__ import annotations
 
 import ast
 import contextlib
-import importlib.util
 import io
 import json
 import os
 import re
+import runpy
 import subprocess
 import sys
 import time
@@ -108,27 +108,39 @@ class _Tee(io.TextIOBase):
             st.flush()
 
 
-def run_scripts(specs: list[tuple[str, list[str]]], out: Path) -> None:
-    """Run each ``bench/<name>.py``'s ``main(argv)`` in this process; write ``{name: {rc, seconds, last_line,
-    tail}}`` to ``out`` after each one (a crash of the process still leaves the earlier results)."""
+def run_scripts(specs: list[tuple[str, list[str]]], out: Path, spark: bool = False) -> None:
+    """Run each ``bench/<name>.py`` in this process as ``python bench/<name>.py ARGV`` would (``runpy`` as
+    ``__main__``, ``sys.argv`` set, ``bench/`` first on ``sys.path``; the ``SystemExit`` code is the exit code),
+    its stdout captured and echoed; write ``{name: {rc, seconds, last_line, tail}}`` to ``out`` after each one (a
+    crash of the process still leaves the earlier results).
+
+    ``spark``: start the JVM first with a plain ``get_session`` and stop it. A JVM keeps the configuration it
+    was launched with as defaults for every later SparkContext; launched by the first script, that script's
+    event-log folder (removed when it ends) would become every later script's default."""
     sys.path[:0] = [str(BENCH), str(REPO)]
+    if spark:
+        from streamrec.spark.session import get_session
+
+        get_session("bench-smoke-jvm").stop()
     results: dict[str, dict] = {}
     for name, argv in specs:
         buf = io.StringIO()
         t0 = time.perf_counter()
         real = sys.stdout
         print(f"=== bench/{name}.py {' '.join(argv)}", flush=True)
+        saved_argv = sys.argv
+        sys.argv = [str(BENCH / f"{name}.py"), *argv]
         with contextlib.redirect_stdout(_Tee(buf, real)):
             try:
-                spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-                module = importlib.util.module_from_spec(spec)
-                spec.loader.exec_module(module)
-                rc = module.main(argv)
+                runpy.run_path(str(BENCH / f"{name}.py"), run_name="__main__")
+                rc = 0  # every script ends with sys.exit(main()) / raise SystemExit(main())
             except SystemExit as exc:
                 rc = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
             except Exception:  # noqa: BLE001 - reported as the script's failure
                 traceback.print_exc(file=sys.stdout)
                 rc = 1
+            finally:
+                sys.argv = saved_argv
         lines = [ln for ln in buf.getvalue().splitlines() if ln.strip()]
         results[name] = {
             "rc": rc,
@@ -165,7 +177,13 @@ def group_results(tmp_path_factory):
             t0 = time.perf_counter()
             with open(log, "w") as fh:
                 proc = subprocess.run(
-                    [sys.executable, __file__, str(out), str(specs)],
+                    [
+                        sys.executable,
+                        __file__,
+                        str(out),
+                        str(specs),
+                        *(["--spark"] if group == "spark" else []),
+                    ],
                     env=_env(),
                     cwd=work,
                     stdout=fh,
@@ -281,4 +299,8 @@ def test_spark_bench_smoke(name, group_results):
 
 
 if __name__ == "__main__":
-    run_scripts([(n, list(a)) for n, a in json.loads(Path(sys.argv[2]).read_text())], Path(sys.argv[1]))
+    run_scripts(
+        [(n, list(a)) for n, a in json.loads(Path(sys.argv[2]).read_text())],
+        Path(sys.argv[1]),
+        spark="--spark" in sys.argv[3:],
+    )
