@@ -9,6 +9,13 @@ tuning DAG's random search in-process, with the same functions (``sample_trials`
 ``bootstrap_trial``, ``choose``): trial 0 is the default ``BootstrapParams``. Then the default and the chosen
 parameters are each fitted on the whole train 80 % and scored on the test 20 %, which no trial ever saw.
 Prints progress lines, then one JSON object on the last line.
+
+Last line: one JSON object with the top-level keys ``data``, ``code``, ``split``, ``n_train``, ``n_test``,
+``search``, ``tuning_wall_seconds``, ``test_rmse_default``, ``test_rmse_tuned``, ``test_rmse_gain``, ``final``,
+``machine``.
+
+``--smoke``: tiny generated data (``common.SYNTH_SMOKE``) and a rank-4, 2-iteration default (trial 0; with
+``--trials 2``: the test suite's check that the script runs, ``tests/test_bench.py``).
 """
 
 from __future__ import annotations
@@ -21,7 +28,8 @@ import common
 
 from streamrec.core import search
 from streamrec.core.params import BootstrapParams
-from streamrec.spark import bootstrap, evaluate, tuning
+from streamrec.spark import bootstrap, evaluate
+from streamrec.spark import tuning as trials_spark
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,17 +43,17 @@ def main(argv: list[str] | None = None) -> int:
     code = common.code_version()
     say = common.Progress("tuning")
     load0 = common.machine()
-    data = common.load(args.ratings, args.scale, say)
+    data = common.load(args.ratings, args.scale, say, smoke=args.smoke)
     scale = data.scale
     sp = common.split(data.ratings)
     say(
         f"{len(data.ratings)} ratings: train {len(sp.train)}, test {len(sp.test_known)} (dropped {sp.dropped})"
     )
-    default = BootstrapParams()
+    default = BootstrapParams(rank=4, iterations=2) if args.smoke else BootstrapParams()
     with common.spark_session("bench-tuning", event_log=False) as (spark, _):
         train = common.to_spark(spark, sp.train).cache()
         test = common.to_spark(spark, sp.test_known).cache()
-        fit, score = tuning.tuning_split(train, args.fraction, args.seed, holdout=None)
+        fit, score = trials_spark.tuning_split(train, args.fraction, args.seed, holdout=None)
         fit, score = fit.cache(), score.cache()
         say(f"tuning split of train: fit {fit.count()}, score {score.count()}")
 
@@ -60,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
                 say(f"trial {k} {tuned}: skipped (budget of {args.budget_minutes} min used)")
                 trials.append({"index": k, "tuned": tuned, "rmse": None, "skipped": True})
                 continue
-            res = tuning.bootstrap_trial(fit, score, BootstrapParams.from_dict(values), scale)
+            res = trials_spark.bootstrap_trial(fit, score, BootstrapParams.from_dict(values), scale)
             trials.append({"index": k, "tuned": tuned, **res})
             say(f"trial {k} {tuned}: score RMSE {res['rmse']:.4f} ({res['seconds']:.1f}s)")
         best = search.choose(trials)
@@ -95,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             "trials_skipped_by_budget": sum(1 for t in trials if t.get("skipped")),
             "budget_minutes": args.budget_minutes,
             "seed": args.seed,
-            "score": f"RMSE on a {args.fraction:g} salted-hash share of train (tuning.tuning_split)",
+            "score": f"RMSE on a {args.fraction:g} salted-hash share of train (streamrec.spark.tuning.tuning_split)",
             "trials": trials,
             "chosen": best,
         },
