@@ -78,6 +78,7 @@ from datetime import datetime, timedelta
 from _streamrec_common import DEFAULT_ARGS, gate_and_publish, gate_params, review_links, spark_job
 from _streamrec_tuning import UPDATE_FIELDS, hyper_params
 from airflow.sdk import Param, dag, task
+from streamrec_trigger import update_schedule  # plugins/: the incoming/ asset watcher + fallback timetable
 
 
 def _who(dag_run) -> str | None:
@@ -94,7 +95,7 @@ def _default_batch() -> int:
 
 @dag(
     dag_id="streamrec_update",
-    schedule=timedelta(seconds=30),
+    schedule=update_schedule(),
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
