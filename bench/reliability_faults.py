@@ -346,6 +346,7 @@ def start_dag_parse(work: Path) -> subprocess.Popen:
     env = {
         **os.environ,
         "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),  # the update DAG's asset watcher trigger
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
         "STREAMREC_HOME": str(REPO),

@@ -40,6 +40,7 @@ from _streamrec_common import (
     spark_job,
 )
 from airflow.sdk import Param, dag, task
+from streamrec_trigger import update_schedule  # plugins/: the incoming/ asset watcher + fallback timetable
 
 from streamrec.pipeline.forms import max_partitions_default
 
@@ -51,7 +52,7 @@ def _who(dag_run) -> str | None:
 
 @dag(
     dag_id="streamrec_update",
-    schedule=timedelta(seconds=30),
+    schedule=update_schedule(),
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,

@@ -80,6 +80,8 @@ def _parse_dags(home, **extra_env: str) -> dict:
         **os.environ,
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+        # the update DAG imports its asset watcher's trigger from plugins/ (on sys.path in every Airflow process)
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__UNIT_TEST_MODE": "True",
         **extra_env,
@@ -147,7 +149,11 @@ def test_spark_jobs_use_the_connection_and_our_python(parsed):
 def test_schedules(parsed):
     assert "NullTimetable" in parsed["dags"]["streamrec_bootstrap"]["schedule"]
     assert "NullTimetable" in parsed["dags"]["streamrec_retrain"]["schedule"]
-    assert "seconds=30" in parsed["dags"]["streamrec_update"]["schedule"]
+    # event-driven: the incoming/ asset (its watcher's trigger runs in the triggerer) or a slow fallback
+    update = parsed["dags"]["streamrec_update"]["schedule"]
+    assert update.startswith("AssetOrTimeSchedule("), update
+    assert "name='streamrec_incoming'" in update and "streamrec_trigger.IncomingPartitionsTrigger" in update
+    assert "DeltaTriggerTimetable(" in update and "seconds=300" in update, update
 
 
 def test_wiring(parsed):
