@@ -44,19 +44,18 @@ import os
 import re
 import secrets
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from streamrec.core import faults, layout
-from streamrec.core.arrays import ARROW_FACTOR_SCHEMA, ModelArrays, side_from_table, table_from_side
+from streamrec.core.arrays import ModelArrays, table_from_side
 from streamrec.core.seen import SeenItems
 from streamrec.storage.bucket import Bucket, LocalBucket, S3Bucket
 from streamrec.storage.s3client import is_not_found
+from streamrec.storage.tables import read_side
 
 log = logging.getLogger(__name__)
 
@@ -492,23 +491,7 @@ class ModelStore:
         """A stored version as numpy arrays, read with pyarrow through the bucket (no Spark; None = current)."""
         version, doc, keys = self.version_tables(version)
         rank = int(doc["rank"])
-        sides = {side: self._read_side(keys[side], rank, side) for side in SIDES}
+        sides = {side: read_side(self.bucket, keys[side], rank, side) for side in SIDES}
         return ModelArrays.from_sides(
             float(doc["mu"]), rank, sides["users"], sides["items"], doc, int(doc.get("n_ratings", 0))
         )
-
-    def _read_side(self, keys: list[str], rank: int, side: str) -> tuple[np.ndarray, ...]:
-        columns = ["id", "bias", "n", "factors"]
-
-        def read(key: str) -> pa.Table:
-            return pq.read_table(pa.BufferReader(self.bucket.read_bytes(key)), columns=columns)
-
-        if len(keys) > 1:
-            with ThreadPoolExecutor(max_workers=min(8, len(keys))) as pool:
-                parts = list(pool.map(read, keys))
-        else:
-            parts = [read(k) for k in keys]
-        if not parts:
-            return side_from_table(ARROW_FACTOR_SCHEMA.empty_table(), rank, side)
-        table = pa.concat_tables([p.select(columns) for p in parts], promote_options="permissive")
-        return side_from_table(table, rank, side)
