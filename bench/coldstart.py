@@ -35,7 +35,8 @@ if str(REPO) not in sys.path:  # run as `python bench/x.py` from anywhere
 def smoke_bucket(spark, work: Path) -> tuple[str, str]:
     """(bucket, partition file): a tiny generated history bootstrapped and published into ``work/bucket``."""
     from streamrec.core.params import BootstrapParams
-    from streamrec.core.synth import SynthConfig, write_dataset
+    from streamrec.core.synth import SynthConfig
+    from streamrec.core.synth_files import write_dataset
     from streamrec.spark import runs
     from streamrec.storage.store import ModelStore
 
