@@ -311,7 +311,6 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     common.add_data_args(ap)
     ap.add_argument("--k", type=int, default=10)
-    ap.add_argument("--smoke", action="store_true", help="tiny generated data and a small model (seconds)")
     args = ap.parse_args(argv)
     say = common.Progress("ranking")
     load0 = common.machine()

@@ -12,6 +12,10 @@ default itself when the guard kept it) are each fitted on the whole train 80 % a
 which no trial ever saw; so is the lowest-scoring trial when it differs (what the search chose before the guard),
 to show what the guard kept out. Prints progress lines, then one JSON object on the last line.
 
+Last line: one JSON object with the top-level keys ``data``, ``code``, ``split``, ``n_train``, ``n_test``,
+``search``, ``tuning_wall_seconds``, ``test_rmse_default``, ``test_rmse_tuned``, ``test_rmse_gain``, ``final``,
+``machine``.
+
 ``--smoke``: tiny generated data (``common.SYNTH_SMOKE``) and a rank-4, 2-iteration default (trial 0; with
 ``--trials 2``: the test suite's check that the script runs, ``tests/test_bench.py``).
 """

@@ -70,7 +70,10 @@ EXCLUDED = {
     "freshness": "needs a running Airflow: run in tests/test_scheduler_restart.py on the Airflow it starts",
     "reliability_load": "starts its own Airflow; scheduler-restart mode = tests/test_scheduler_restart.py, "
     "load mode takes minutes",
-    "ranking": "being written on another branch: its smoke lands with it",
+    "ranking": "its smoke run is tests/test_bench_ranking.py",
+    "blas": "a native-vs-Java BLAS comparison of two full bootstrap fits (minutes); tests/test_blas.py checks the BLAS",
+    "connect": "starts a Spark Connect server (docs/STREAMING.md); measurement only, not on a product path",
+    "tuning_update": "replays partitions through the update search (minutes); the guard is tested in tests/test_tuning.py",
 }
 GROUP_OF = {name: group for group, specs in SMOKES.items() for name, _ in specs}
 

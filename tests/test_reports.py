@@ -384,6 +384,8 @@ def test_strict_undefined_catches_a_missing_field() -> None:
         "versions": [row],
         "refused": [],
         "refused_why": "",
+        "waiting": [],
+        "waiting_why": "",
         "quarantined": [],
     }
     page = templates.render("index.html", **context)
