@@ -484,6 +484,7 @@ def test_finish_keeps_and_stores_the_baseline_when_every_trial_is_only_noise_lev
     html = b.read_text("reports/tuning/run6/index.html")
     assert "Kept the current parameters (trial 0): none of the 5 trials beats the baseline" in html
     assert "99.00 % (1 − α/m, m = 5 trials compared)" in html
+    assert '<td class="num">4,000</td><td class="num">400</td><td class="num">10</td><td>no</td>' in html
     rows = re.findall(
         r"<tr><th>(\d+)</th>.*?<td>(yes|no)", html.replace('<span class="ok">yes</span>', "yes")
     )

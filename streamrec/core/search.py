@@ -389,6 +389,6 @@ def decide(
     reason = (
         "no trial was compared with the baseline"
         if not m
-        else f"none of the {m} trials beats the baseline beyond the noise: the current parameters are kept"
+        else f"none of the {m} trials beats the baseline beyond the noise"
     )
     return {**out, "chosen": base, "adopted": False, "reason": reason}
