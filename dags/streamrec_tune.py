@@ -19,8 +19,10 @@ records the set's name and digest under `params.param_set`).
 4. **update_trial** (mapped; `jobs/tune_trial.py update`): random search over γ (lr), λ (reg), passes and decay by
    *prequential replay* of the last `replay` applied partitions: each is predicted before it is absorbed, from
    the model the stream had before them (the ancestor version), or a bootstrap on the data before them.
-5. **finish**: picks the lowest score per part, writes `reports/tuning/<run>/index.html` (chart + table) and
-   `result.json`, and stores the chosen values as the parameter set (link in the task log).
+5. **finish**: per part, adopts the lowest-scoring trial only if it beats trial 0 (the current parameters) by
+   more than the split's noise (paired bootstrap over users and items of the per-row errors, Bonferroni over
+   the trials), else keeps the current values; writes `reports/tuning/<run>/index.html` (the rule, a guard table)
+   and `result.json`, and stores the adopted values as the parameter set (link in the task log).
 
 **Budget.** Trials run one at a time per kind (`max_active_tis_per_dag`, `$STREAMREC_TUNE_CONCURRENCY`, default
 1: each trial is a `local[2]` Spark job on a 2-core machine), so at most two at once. Once `budget_minutes` have
