@@ -9,13 +9,16 @@ the rest), what the update path and the bootstrap use:
 
 * ``range_count``: the session answers at all; ``spark_context``: ``spark.sparkContext`` (``get_session`` sets
   the checkpoint folder through it; ``bootstrap.fit`` reads ``defaultParallelism``);
-* ``checkpoint_dir_conf``: ``spark.checkpoint.dir`` set as a session conf, then ``DataFrame.checkpoint()``;
-  ``local_checkpoint``: ``DataFrame.localCheckpoint()`` (the update job's stage boundaries);
+* ``checkpoint_dir_set_by_client``: ``spark.checkpoint.dir`` set as a session conf, then
+  ``DataFrame.checkpoint()``; ``checkpoint_dir_set_at_server_start``: the same with the folder given on the
+  server's command line; ``local_checkpoint``: ``DataFrame.localCheckpoint()`` (the update job's stage
+  boundaries);
 * ``apply_in_pandas``: a grouped map (``update.apply_batch`` absorbs each group with numpy);
 * ``als``: ``pyspark.ml.recommendation.ALS`` fit and ``transform`` (the bootstrap);
 * ``read_ratings``: ``streamrec.spark.ratings.read_ratings`` of a CSV partition (no ``_jvm``: its pyarrow path);
 * ``update_version``: ``streamrec.spark.runs.update_version`` end to end (the update job's body) on a tiny model
-  written with pyarrow, then the same on a classic local session: the two candidates' arrays are compared;
+  written with pyarrow; ``same_model_as_classic``: the same update on a classic local session in a fresh
+  process (its session start and update seconds), the two candidates' arrays compared;
 * ``warm_update_seconds``: the second and third ``update_version`` over the already-running server (what a
   warm Spark would cost per partition, without the JVM start-up).
 
@@ -51,7 +54,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(port: int, log: Path) -> subprocess.Popen:
+def start_server(port: int, log: Path, checkpoint_dir: Path) -> subprocess.Popen:
     from streamrec.launch import jvm
 
     submit = Path(sys.executable).parent / "spark-submit"
@@ -77,6 +80,8 @@ def start_server(port: int, log: Path) -> subprocess.Popen:
         "spark.sql.session.timeZone=UTC",
         "--conf",
         "spark.sql.shuffle.partitions=4",
+        "--conf",  # static: a Connect client cannot set it (nor reach sparkContext.setCheckpointDir)
+        f"spark.checkpoint.dir={checkpoint_dir}",
     ]
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable}
     fh = open(log, "ab")  # noqa: SIM115 - the child owns it
@@ -174,10 +179,11 @@ def run_checks(spark, work: Path) -> dict:
     check(res, "spark_context", lambda: spark.sparkContext.defaultParallelism)
 
     def ckpt_conf():
-        spark.conf.set("spark.checkpoint.dir", str(work / "ckpt"))
+        spark.conf.set("spark.checkpoint.dir", str(work / "ckpt-client"))
         return spark.range(100).checkpoint().count()
 
-    check(res, "checkpoint_dir_conf", ckpt_conf)
+    check(res, "checkpoint_dir_set_by_client", ckpt_conf)
+    check(res, "checkpoint_dir_set_at_server_start", lambda: spark.range(100).checkpoint().count())
     check(res, "local_checkpoint", lambda: spark.range(100).localCheckpoint().count())
 
     def grouped():
@@ -223,24 +229,35 @@ from streamrec.core.schema import HALF_STAR
 from streamrec.spark import runs
 from streamrec.spark.session import get_session
 from streamrec.storage.store import ModelStore
+import time
+t0 = time.perf_counter()
 spark = get_session("connect-compare")
+t1 = time.perf_counter()
 store = ModelStore({str(work / "bucket")!r})
 base = "v20260101T000000-boot-connect"
 part = ("p0", {str(work / "bucket" / "ratings" / "incoming" / "p0.csv")!r})
 runs.update_version(spark, store, [part], base, UpdateParams(), "v20260101T000009-upd-classic", HALF_STAR)
+t2 = time.perf_counter()
 a, b = store.load_arrays("v20260101T000001-upd-connect"), store.load_arrays("v20260101T000009-upd-classic")
 import numpy as np
 same = all(np.array_equal(getattr(a, f), getattr(b, f)) for f in ("user_ids", "item_ids", "user_factors", "item_factors", "user_bias", "item_bias")) and a.mu == b.mu
-print(json.dumps({{"identical_arrays": bool(same)}}))
+print(json.dumps({{"identical_arrays": bool(same), "session_start_seconds": round(t1 - t0, 2), "update_seconds": round(t2 - t1, 2)}}))
 """
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("SPARK_CONNECT_MODE_ENABLED", "SPARK_REMOTE", "SPARK_LOCAL_REMOTE")
+    }
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, env=env)
+    wall = round(time.perf_counter() - t0, 2)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
         return {
             "ok": False,
             "error": proc.stderr.strip().splitlines()[-1][:300] if proc.stderr else "no output",
         }
-    return {"ok": True, **json.loads(lines[-1])}
+    return {"ok": True, "process_seconds": wall, **json.loads(lines[-1])}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -252,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     port = free_port()
     out: dict = {"bench": "connect", "loadavg_before": list(os.getloadavg())}
-    proc = start_server(port, work / "connect-server.log")
+    proc = start_server(port, work / "connect-server.log", work / "ckpt")
     try:
         out["server_start_seconds"] = round(wait_port(port, proc), 1)
         from pyspark.sql import SparkSession
