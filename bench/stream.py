@@ -17,7 +17,8 @@ Last line: one JSON object with the top-level keys ``data``, ``code``, ``scale``
 ``spark_stages``, ``machine``.
 
 ``--smoke``: tiny generated data (``common.SYNTH_SMOKE``) and a rank-4, 2-iteration bootstrap (with small
-``--batch-size`` / ``--limit-partitions``: the test suite's check that the script runs, ``tests/test_bench.py``).
+``--batch-size`` / ``--limit-partitions`` and ``--no-refit``: the test suite's check that the script runs,
+``tests/test_bench.py``).
 """
 
 from __future__ import annotations

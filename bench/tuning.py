@@ -17,7 +17,7 @@ Last line: one JSON object with the top-level keys ``data``, ``code``, ``split``
 ``machine``.
 
 ``--smoke``: tiny generated data (``common.SYNTH_SMOKE``) and a rank-4, 2-iteration default (trial 0; with
-``--trials 2``: the test suite's check that the script runs, ``tests/test_bench.py``).
+``--trials 1``: the test suite's check that the script runs, ``tests/test_bench.py``).
 """
 
 from __future__ import annotations
