@@ -76,7 +76,7 @@ def streamrec_bootstrap():
         print(f"history: {check.reason} ({check.n_rows} rows); report {bucket.uri(check.report_key)}")
         if not check.ok:
             raise AirflowFailException(f"ratings history fails the data contract: {check.reason}")
-        version = pipeline.version_id("boot", dag_run.run_id, dag_run.run_after)
+        version = pipeline.run_version_id("boot", dag_run)
         plan = plans.bootstrap_plan(bucket, store, params, version, rows=check.n_rows)
         print(f"parameters {plan['hyper']['values']} from {plan['hyper']['sources']}")
         print(f"parameter set {plan['hyper']['param_set']}")

@@ -47,7 +47,7 @@ def streamrec_retrain():
         from streamrec.pipeline import plans
 
         bucket, store = pipeline.open_bucket()
-        version = pipeline.version_id("retrain", dag_run.run_id, dag_run.run_after)
+        version = pipeline.run_version_id("retrain", dag_run)
         try:
             plan = plans.retrain_plan(bucket, store, params, version)
         except plans.NoModelError as exc:

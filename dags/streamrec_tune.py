@@ -82,7 +82,7 @@ def streamrec_tune():
         from streamrec.pipeline import plans, tuning
 
         bucket, _ = pipeline.open_bucket()
-        run = pipeline.version_id("tune", dag_run.run_id, dag_run.run_after)
+        run = pipeline.run_version_id("tune", dag_run)
         start = dag_run.start_date.timestamp() if dag_run.start_date else time.time()
         p = tuning.make_plan(
             bucket,

@@ -131,7 +131,7 @@ def streamrec_update():
             return {}
         ids = [part["id"] for part in sel["partitions"]]
         print(f"this run applies {len(ids)} partition(s), in arrival order: {ids}")
-        version = pipeline.version_id("upd", dag_run.run_id, dag_run.run_after, pipeline.batch_suffix(ids))
+        version = pipeline.run_version_id("upd", dag_run, pipeline.batch_suffix(ids))
         plan = plans.update_plan(bucket, found, sel, params, version)
         print(f"parameters {plan['hyper']['values']} from {plan['hyper']['sources']}")
         print(f"parameter set {plan['hyper']['param_set']}")

@@ -142,6 +142,30 @@ def test_version_id_of_a_batch() -> None:
         pipeline.batch_suffix([])
 
 
+def test_run_version_ids_follow_the_order_runs_started_in() -> None:
+    """An asset-triggered run's run_after is when its first event was queued: a fallback run created later can
+    carry an earlier run_after than the run started before it. Ids use the start time, so they sort in the
+    order the versions were built; a run not started yet (no start_date) falls back to run_after."""
+    from types import SimpleNamespace
+
+    first = SimpleNamespace(
+        run_id="asset_triggered__1",
+        run_after=datetime(2026, 1, 2, 3, 4, 37, tzinfo=UTC),
+        start_date=datetime(2026, 1, 2, 3, 4, 40, tzinfo=UTC),
+    )
+    second = SimpleNamespace(  # queued before the first ran (earlier run_after), started after it ended
+        run_id="scheduled__2",
+        run_after=datetime(2026, 1, 2, 3, 4, 31, tzinfo=UTC),
+        start_date=datetime(2026, 1, 2, 3, 5, 10, tzinfo=UTC),
+    )
+    a, b = (pipeline.run_version_id("upd", r, "p-00001") for r in (first, second))
+    assert a.startswith("v20260102T030440-upd-p-00001-") and b.startswith("v20260102T030510-upd-p-00001-")
+    assert a < b
+    assert pipeline.run_version_id("upd", first) == pipeline.run_version_id("upd", first)  # a retry: same id
+    not_started = SimpleNamespace(run_id="manual__3", run_after=first.run_after, start_date=None)
+    assert pipeline.run_version_id("boot", not_started).startswith("v20260102T030437-boot-")
+
+
 def test_a_rejected_batch_is_held_and_requeued_as_one(stream) -> None:
     bucket, store = stream
     base = store.current()

@@ -83,6 +83,17 @@ def version_id(kind: str, run_id: str, when: datetime | None, suffix: str = "") 
     return ModelStore.check_version("-".join(parts))
 
 
+def run_version_id(kind: str, dag_run: Any, suffix: str = "") -> str:
+    """The version id of a DAG run's candidate (:func:`version_id`), timed by when the run *started*.
+
+    Not ``run_after``: for an asset-triggered run that is when its first event was queued, and a fallback run
+    created while events waited behind an active run could get an earlier time than a run built before it, so
+    ids would stop sorting in build order (``list_versions``, the history chart and the index sort by id). Runs
+    of one DAG start one after another (``max_active_runs=1``), so their start times follow build order; a task
+    retry keeps its run's ``start_date``, so a retried task still rewrites the same candidate."""
+    return version_id(kind, dag_run.run_id, dag_run.start_date or dag_run.run_after, suffix)
+
+
 # ------------------------------------------------------------------------------------------------------------
 # what is pending
 # ------------------------------------------------------------------------------------------------------------
