@@ -10,7 +10,7 @@ Both start from the same bootstrapped model and apply the same partitions in the
 validation RMSE of each), so the speed-up is shown to buy the same result. Only ``update_version`` is timed (not
 the session start, not the evaluation). Prints one JSON object on its last line.
 
-Last line: one JSON object with the top-level keys ``partitions``, ``partition_size``, ``history``,
+Last line: one JSON object with the top-level keys ``partitions``, ``partition_size``, ``history``, ``top_k``,
 ``batched_s``, ``one_by_one_s``, ``speedup``, ``bit_identical``, ``max_abs_diff``, ``validation_rmse``,
 ``validation_rmse_diff``, ``machine``, ``code``.
 
@@ -43,13 +43,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--users", type=int, default=600)
     ap.add_argument("--items", type=int, default=800)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument(
+        "--top-k",
+        type=int,
+        default=None,
+        help="the ranking rule's top_k for the bootstrap (the updates inherit it; 0: no exported recommendations)",
+    )
     ap.add_argument("--smoke", action="store_true", help="tiny run (seconds; numbers meaningless): see above")
     args = ap.parse_args(argv)
     if args.smoke:
         vars(args).update(SMOKE)
     say = common.Progress("batch")
 
-    from streamrec.core.params import BootstrapParams
+    from streamrec.core.params import BootstrapParams, RankingRule
     from streamrec.core.synth import SynthConfig
     from streamrec.core.synth_files import write_dataset
     from streamrec.spark import runs
@@ -76,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                 BootstrapParams(rank=4 if args.smoke else 10, iterations=2 if args.smoke else 5),
                 version="v0",
                 holdout=holdout,
+                rule=RankingRule(top_k=args.top_k) if args.top_k is not None else None,
             )
             store.publish("v0")
             say(f"bootstrapped on {args.history} ratings; {len(parts)} partitions of {args.partition_size}")
@@ -108,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                 "partitions": len(parts),
                 "partition_size": args.partition_size,
                 "history": args.history,
+                "top_k": store.read_manifest("v0")["ranking"]["top_k"],
                 "batched_s": batch_s,
                 "one_by_one_s": single_s,
                 "speedup": round(single_s / batch_s, 2),

@@ -139,12 +139,15 @@ def code_version() -> dict:
         try:
             return subprocess.run(
                 ["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=10, check=False
-            ).stdout.strip()
+            ).stdout
         except (OSError, subprocess.SubprocessError):
             return ""
 
-    dirty = [line[3:] for line in git("status", "--porcelain", "--", "streamrec").splitlines() if line]
-    return {"commit": git("rev-parse", "--short", "HEAD"), "uncommitted_in_streamrec": dirty}
+    # porcelain lines are "XY path": the status column may be a space, so the output is not stripped
+    dirty = [
+        line[3:] for line in git("status", "--porcelain", "--", "streamrec").splitlines() if len(line) > 3
+    ]
+    return {"commit": git("rev-parse", "--short", "HEAD").strip(), "uncommitted_in_streamrec": dirty}
 
 
 def seconds(t0: float) -> float:

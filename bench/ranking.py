@@ -295,7 +295,7 @@ def export_cost(spark, arrays: ModelArrays, train_pdf: pd.DataFrame, rule: Ranki
         row = arrays.user_row(int(user))
         rated = arrays.item_rows(sk[int(user)]) if int(user) in sk else np.empty(0, np.int64)
         rows, scores = rk.top(
-            float(arrays.user_bias[row]), arrays.user_factors[row], np.unique(rated[rated >= 0]), rule.k
+            float(arrays.user_bias[row]), arrays.user_factors[row], np.unique(rated[rated >= 0]), rule.top_k
         )
         users += 1
         equal &= bool(
@@ -341,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         val_grid = GridScorer(fit_part, val_truth)
         selection = []
         for m, s, pop in grid:
-            rule = RankingRule(min_ratings=m, shrink=s, popularity=pop, k=k)
+            rule = RankingRule(min_ratings=m, shrink=s, popularity=pop, top_k=k)
             got = metrics(val_truth, val_grid.top_of(rule, k), k)
             selection.append({"min_ratings": m, "shrink": s, "popularity": pop, **got})
         best = max(
@@ -400,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
             spark,
             ours,
             sp.train,
-            ranking.DEFAULT.__class__(**{**ranking.DEFAULT.as_dict(), "k": k}),
+            ranking.DEFAULT.__class__(**{**ranking.DEFAULT.as_dict(), "top_k": k}),
             data.scale,
         )
         say(f"recommend step (Spark) on the train model: {export}")

@@ -151,6 +151,12 @@ def hyper_params(part: str, exclude: tuple[str, ...] = (), retrain: bool = False
     return {name: Param(**spec) for name, spec in forms.hyper_form(part, exclude, null_means).items()}
 
 
+def ranking_params(retrain: bool = False) -> dict[str, Param]:
+    """The ranking rule's Params (``streamrec.pipeline.forms.ranking_form``): which items a version recommends and
+    how many per user its exported top-K keeps (``top_k`` 0: no export)."""
+    return {name: Param(**spec) for name, spec in forms.ranking_form(retrain).items()}
+
+
 def review_links(*keys: str) -> str:
     """Where a person reads these report keys: the streamrec review page (``plugins/streamrec_review.py``) serves
     the bucket's ``reports/`` behind Airflow's login, so the links work for a local folder and for ``s3://``.

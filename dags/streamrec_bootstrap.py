@@ -29,7 +29,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from _streamrec_common import DEFAULT_ARGS, gate_and_publish, gate_params, hyper_params, spark_job
+from _streamrec_common import (
+    DEFAULT_ARGS,
+    gate_and_publish,
+    gate_params,
+    hyper_params,
+    ranking_params,
+    spark_job,
+)
 from airflow.sdk import Param, dag, task
 
 
@@ -45,6 +52,8 @@ from airflow.sdk import Param, dag, task
     params={
         # every BootstrapParams field (seed too), default null = from the parameter set, else built-in
         **hyper_params("bootstrap"),
+        # the ranking rule: which items are recommended, top_k per user exported (0: none)
+        **ranking_params(),
         "holdout_fraction": Param(
             0.1,
             type="number",

@@ -19,7 +19,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from _streamrec_common import DEFAULT_ARGS, gate_and_publish, gate_params, hyper_params, spark_job
+from _streamrec_common import (
+    DEFAULT_ARGS,
+    gate_and_publish,
+    gate_params,
+    hyper_params,
+    ranking_params,
+    spark_job,
+)
 from airflow.sdk import dag, task
 
 
@@ -35,6 +42,8 @@ from airflow.sdk import dag, task
     params={
         # empty = from the parameter set, else as the current model, else the built-in default
         **hyper_params("bootstrap", retrain=True),
+        # empty = the current model's ranking rule (top_k 0: no exported recommendations)
+        **ranking_params(retrain=True),
         **gate_params(),
     },
 )

@@ -12,7 +12,7 @@ import argparse
 import json
 import sys
 
-from streamrec.core.params import BootstrapParams
+from streamrec.core.params import BootstrapParams, RankingRule
 from streamrec.core.schema import RatingScale
 from streamrec.spark.runs import Holdout, bootstrap_version, exit_on_user_error
 from streamrec.spark.session import get_session
@@ -38,6 +38,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "--param-set", help="NAME@DIGEST of the parameter set used (lineage, streamrec.storage.paramsets)"
     )
     BootstrapParams.add_arguments(ap)
+    RankingRule.add_arguments(ap)
     return ap.parse_args(argv)
 
 
@@ -60,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         partitions=args.partition_id,
         holdout=holdout,
         param_set=parse_lineage_arg(args.param_set),
+        rule=RankingRule.from_args(args),
     )
     print(json.dumps(manifest, sort_keys=True))
     return 0

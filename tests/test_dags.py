@@ -306,6 +306,10 @@ def test_airflow_refuses_out_of_bounds_hyper_parameters_on_the_forms(parsed):
         with pytest.raises(ParamValidationError):
             param(dag_id, "rank").resolve(2.5)
         assert param(dag_id, "rank").resolve(8) == 8 and param(dag_id, "rank").resolve(None) is None
+        # the ranking rule's Params (streamrec.core.params.RankingRule): top_k 0 (no export) is allowed
+        with pytest.raises(ParamValidationError):
+            param(dag_id, "top_k").resolve(-1)
+        assert param(dag_id, "top_k").resolve(0) == 0 and param(dag_id, "popularity").resolve(None) is None
     with pytest.raises(ParamValidationError):
         param("streamrec_update", "lr").resolve(1.5)
     with pytest.raises(ParamValidationError):

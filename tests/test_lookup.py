@@ -193,7 +193,7 @@ def counted() -> ModelArrays:
 
 
 def test_min_ratings_leaves_rarely_rated_items_out() -> None:
-    rec = Recommender(counted(), rule=RankingRule(min_ratings=10))
+    rec = Recommender(counted(), rule=RankingRule(min_ratings=10, popularity=0.0))
     # user 1 by r̂: 10 (4.7), 30 (4.0), 20 (3.2), 40 (2.6); 10 and 30 have fewer than 10 ratings
     assert _round(rec.recommend(1, k=10)) == [(20, 3.2), (40, 2.6)]
     assert [i for i, _ in rec.recommend(1234, k=10)] == [
@@ -205,9 +205,9 @@ def test_min_ratings_leaves_rarely_rated_items_out() -> None:
 def test_shrink_and_popularity_by_hand() -> None:
     # user 2: b_i + w_i p·q with w_i = n_i / (n_i + 9): item 10: 0.2 + 0.1·0 = 0.2; 20: -0.3 + (50/59)·2 = 1.395;
     # 30: 0 + 0.5·0.5 = 0.25; 40: 0.1 + (200/209)·1 = 1.057. Scores shown are r̂, unchanged.
-    rec = Recommender(counted(), rule=RankingRule(shrink=9.0))
+    rec = Recommender(counted(), rule=RankingRule(shrink=9.0, popularity=0.0))
     assert _round(rec.recommend(2, k=4)) == [(20, 4.2), (40, 3.6), (30, 3.0), (10, 2.7)]
-    rec = Recommender(counted(), rule=RankingRule(shrink=1e6))  # w ≈ 0 for all: by b_i
+    rec = Recommender(counted(), rule=RankingRule(shrink=1e6, popularity=0.0))  # w ≈ 0 for all: by b_i
     assert [i for i, _ in rec.recommend(3, k=4)] == [10, 40, 30, 20]
     # popularity 0.5, user 1: b_i + p·q + 0.5 ln(1 + n_i): item 10: 0.2 + 1 + 0.5 ln 2 = 1.547;
     # 20: -0.3 + 0 + 0.5 ln 51 = 1.666; 30: 0 + 0.5 + 0.5 ln 10 = 1.651; 40: 0.1 - 1 + 0.5 ln 201 = 1.752
@@ -218,9 +218,15 @@ def test_shrink_and_popularity_by_hand() -> None:
 
 def test_the_rule_comes_from_the_manifest() -> None:
     a = counted()
-    a.manifest = {"version": "v1", "ranking": {"min_ratings": 10, "shrink": 0.0, "popularity": 0.0, "k": 5}}
+    a.manifest = {
+        "version": "v1",
+        "ranking": {"min_ratings": 10, "shrink": 0.0, "popularity": 0.0, "top_k": 5},
+    }
     rec = Recommender(a)
-    assert rec.rule == RankingRule(min_ratings=10, k=5)
+    assert rec.rule == RankingRule(min_ratings=10, popularity=0.0, top_k=5)
+    # a manifest written before the rule's fields were form Params says k, not top_k
+    a.manifest = {"version": "v1", "ranking": {"min_ratings": 10, "shrink": 0.0, "popularity": 0.0, "k": 5}}
+    assert Recommender(a).rule == RankingRule(min_ratings=10, popularity=0.0, top_k=5)
     assert [i for i, _ in rec.recommend(1)] == [20, 40]
     assert Recommender(tiny()).rule == PLAIN  # a version older than the rule: ranked as it was
 

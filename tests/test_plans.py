@@ -292,3 +292,41 @@ def test_s3a_conf_and_jars_without_secrets(tmp_path):
         "AWS_DEFAULT_REGION": "eu-west-3",
     }
     assert set(plans.AWS_SECRET_VARS) == {"AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"}
+
+
+# ------------------------------------------------------------------------------------------------------------
+# the ranking rule: form -> plan -> job argv -> RankingRule (streamrec.core.params)
+# ------------------------------------------------------------------------------------------------------------
+def test_the_ranking_rule_walks_from_the_form_to_the_job(bucket, jobs):
+    from streamrec.core.params import RankingRule
+    from streamrec.core.ranking import DEFAULT
+
+    b, store = bucket
+    # left empty: the built-in rule, spelled out on the job's argv
+    plan = plans.bootstrap_plan(b, store, {**FORM_BOOT, "param_set": "none"}, "v-b", rows=3)
+    assert RankingRule.from_args(jobs["bootstrap"].parse(plan["argv"])) == DEFAULT
+    assert plan["ranking"] == DEFAULT.as_dict()
+    # given: top_k 0 turns the exported recommendations off; a whole float (JSON) is an int
+    form = {**FORM_BOOT, "param_set": "none", "top_k": 0.0, "popularity": 0.5}
+    plan = plans.bootstrap_plan(b, store, form, "v-b", rows=3)
+    ns = jobs["bootstrap"].parse(plan["argv"])
+    assert RankingRule.from_args(ns) == RankingRule(popularity=0.5, top_k=0)
+    assert "--top-k" in plan["argv"] and ns.top_k == 0
+    with pytest.raises(ValueError, match="top_k must be in \\[0, 1000\\], got -1"):
+        plans.bootstrap_plan(b, store, {**form, "top_k": -1}, "v-b", rows=3)
+    # a retrain keeps the current model's rule (its manifest's ``ranking``, extra keys and all) unless given
+    _publish_base(
+        store,
+        inputs=["/r/history"],
+        params={"bootstrap": {"rank": 4}},
+        ranking={"min_ratings": 5, "shrink": 0.0, "popularity": 1.0, "top_k": 20, "seen": True},
+    )
+    retrain_form = {k: v for k, v in FORM_BOOT.items() if k not in ("scale", "holdout_fraction")}
+    retrain_form.update(param_set="none", tolerance=0.05)
+    plan = plans.retrain_plan(b, store, retrain_form, "v-rt")
+    kept = RankingRule(min_ratings=5, popularity=1.0, top_k=20)
+    assert RankingRule.from_args(jobs["bootstrap"].parse(plan["argv"])) == kept
+    plan = plans.retrain_plan(b, store, {**retrain_form, "top_k": 0}, "v-rt")
+    assert RankingRule.from_args(jobs["bootstrap"].parse(plan["argv"])) == RankingRule(
+        min_ratings=5, popularity=1.0, top_k=0
+    )

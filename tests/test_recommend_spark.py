@@ -107,7 +107,7 @@ def _factor_model(spark, a: ModelArrays) -> FactorModel:
 
 @pytest.mark.parametrize(
     "rule",
-    [RankingRule(), RankingRule(min_ratings=20, shrink=25.0, popularity=0.5, k=7)],
+    [RankingRule(), RankingRule(min_ratings=20, shrink=25.0, popularity=0.5, top_k=7)],
     ids=["plain", "all-three-terms"],
 )
 def test_exported_top_k_equals_the_recommender_bit_for_bit(spark, rule):
@@ -127,7 +127,7 @@ def test_exported_top_k_equals_the_recommender_bit_for_bit(spark, rule):
     assert sorted(got["user"].unique().tolist()) == users
     for user in users:
         mine = got[got["user"] == user].sort_values("rank")
-        want = rec.recommend(user, rule.k)
+        want = rec.recommend(user, rule.top_k)
         assert mine["rank"].tolist() == list(range(1, len(want) + 1))
         assert mine["item"].tolist() == [i for i, _ in want]
         assert mine["score"].tolist() == [s for _, s in want]  # the same bits
@@ -154,7 +154,7 @@ def test_bootstrap_and_update_write_seen_items_and_recommendations(spark, tmp_pa
     )
     part.astype({"timestamp": "int64"}).to_csv(tmp_path / "p-1.csv", index=False)
     store = ModelStore(str(tmp_path / "bucket"))
-    rule = RankingRule(min_ratings=2, shrink=10.0, popularity=0.25, k=5)
+    rule = RankingRule(min_ratings=2, shrink=10.0, popularity=0.25, top_k=5)
     boot = runs.bootstrap_version(
         spark,
         store,

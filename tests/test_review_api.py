@@ -319,7 +319,12 @@ def test_lookup_never_shows_a_rated_item_and_shows_the_users_own_top_rated(
         assert [t["rating"] for t in top] == sorted(rated.values(), reverse=True)  # best first
         assert all(rated[t["item"]] == t["rating"] for t in top)
         assert top[0]["title"].startswith(f"Movie {top[0]['item']}, The (")
-        assert d["rule"] == {"min_ratings": 0, "shrink": 0.0, "popularity": 0.0, "k": 10}  # no rule recorded
+        assert d["rule"] == {
+            "min_ratings": 0,
+            "shrink": 0.0,
+            "popularity": 0.0,
+            "top_k": 10,
+        }  # no rule recorded
     cold = client.get("/api/lookup?user=987654321").json()
     assert cold["rated"] == {"known": True, "count": 0, "top": []}
 

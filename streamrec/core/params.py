@@ -94,7 +94,7 @@ def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else str(x)
 
 
-def _hp(default: Any, title: str, doc: str, **bounds: float) -> Any:
+def hyper_param(default: Any, title: str, doc: str, **bounds: float) -> Any:
     """A dataclass field with its bounds (``min``, ``max``, ``exclusive_min``, ``exclusive_max``) and words."""
     unknown = set(bounds) - {"min", "max", "exclusive_min", "exclusive_max"}
     if unknown:
@@ -127,7 +127,7 @@ def param_specs(cls: type) -> tuple[ParamSpec, ...]:
     return tuple(out)
 
 
-class _Params:
+class HyperParams:
     """Mixin: validation, dict round trip and argparse wiring shared by the parameter dataclasses."""
 
     def __post_init__(self) -> None:
@@ -187,7 +187,7 @@ class _Params:
 
 
 @dataclass(frozen=True)
-class BootstrapParams(_Params):
+class BootstrapParams(HyperParams):
     """Batch fit (see ``bootstrap.fit``).
 
     rank, iterations, reg: Spark ML ALS on the bias residuals (``regParam``; ALS scales it by each entity's count).
@@ -196,17 +196,23 @@ class BootstrapParams(_Params):
     seed: ALS initialisation; same data + same seed = same model.
     """
 
-    rank: int = _hp(50, "ALS rank", "latent factors per user and item", min=1, max=1000)
-    iterations: int = _hp(10, "ALS iterations", "alternating least-squares sweeps", min=1)
-    reg: float = _hp(0.1, "ALS λ", "ALS regParam on the bias residuals (scaled per entity count)", min=0)
-    reg_user: float = _hp(5.0, "user bias shrinkage", "b_u = Σ(r - mu - b_i) / (reg_user + n_u)", min=0)
-    reg_item: float = _hp(5.0, "item bias shrinkage", "b_i = Σ(r - mu) / (reg_item + n_i)", min=0)
-    bias_iterations: int = _hp(2, "bias alternations", "alternations of the user and item bias means", min=1)
-    seed: int = _hp(42, "seed", "ALS initialisation: same data + same seed = same model")
+    rank: int = hyper_param(50, "ALS rank", "latent factors per user and item", min=1, max=1000)
+    iterations: int = hyper_param(10, "ALS iterations", "alternating least-squares sweeps", min=1)
+    reg: float = hyper_param(
+        0.1, "ALS λ", "ALS regParam on the bias residuals (scaled per entity count)", min=0
+    )
+    reg_user: float = hyper_param(
+        5.0, "user bias shrinkage", "b_u = Σ(r - mu - b_i) / (reg_user + n_u)", min=0
+    )
+    reg_item: float = hyper_param(5.0, "item bias shrinkage", "b_i = Σ(r - mu) / (reg_item + n_i)", min=0)
+    bias_iterations: int = hyper_param(
+        2, "bias alternations", "alternations of the user and item bias means", min=1
+    )
+    seed: int = hyper_param(42, "seed", "ALS initialisation: same data + same seed = same model")
 
 
 @dataclass(frozen=True)
-class UpdateParams(_Params):
+class UpdateParams(HyperParams):
     """Streaming update (see ``update.apply``).
 
     lr: step size gamma in [0, 1]; the step of every entity is normalised by its curvature, so any lr <= 1
@@ -218,13 +224,61 @@ class UpdateParams(_Params):
     seed: reserved for any random draw (none by default: new ids are folded in, not randomly initialised).
     """
 
-    lr: float = _hp(1.0, "step size γ", "normalised step; any γ <= 1 cannot overshoot", min=0, max=1)
-    reg: float = _hp(5.0, "bias λ", "λ of the biases, per rating", min=0)
-    reg_factors: float = _hp(0.1, "factor λ'", "λ' of the factors, per rating", min=0)
-    passes: int = _hp(5, "passes", "passes over the partition", min=0)
-    decay: float = _hp(0.9, "step decay", "step multiplier after each pass", exclusive_min=0, max=1)
-    prior_weight: float = _hp(
+    lr: float = hyper_param(1.0, "step size γ", "normalised step; any γ <= 1 cannot overshoot", min=0, max=1)
+    reg: float = hyper_param(5.0, "bias λ", "λ of the biases, per rating", min=0)
+    reg_factors: float = hyper_param(0.1, "factor λ'", "λ' of the factors, per rating", min=0)
+    passes: int = hyper_param(5, "passes", "passes over the partition", min=0)
+    decay: float = hyper_param(0.9, "step decay", "step multiplier after each pass", exclusive_min=0, max=1)
+    prior_weight: float = hyper_param(
         1.0, "prior weight", "how strongly absorbed history (an entity's n) holds it in place", min=0
     )
-    fold_in_reg: float = _hp(0.1, "fold-in ridge", "ridge of the least-squares fold-in of new ids", min=0)
-    seed: int = _hp(42, "seed", "reserved for random draws (new ids are folded in, not drawn)")
+    fold_in_reg: float = hyper_param(
+        0.1, "fold-in ridge", "ridge of the least-squares fold-in of new ids", min=0
+    )
+    seed: int = hyper_param(42, "seed", "reserved for random draws (new ids are folded in, not drawn)")
+
+
+@dataclass(frozen=True)
+class RankingRule(HyperParams):
+    """How :mod:`streamrec.core.ranking` orders the items it recommends: the rule and its math are there, its
+    parameters and their bounds here, beside the model's, so that the DAG forms read them at parse time (no
+    numpy). The bootstrap and retrain forms render them as Params, ``jobs/bootstrap.py`` as ``--min-ratings``,
+    ``--shrink``, ``--popularity``, ``--top-k``; the defaults are ``ranking.DEFAULT``'s (chosen by
+    ``bench/ranking.py``). An update keeps its base version's rule (the manifest's ``ranking``).
+
+    ``min_ratings``: an item needs at least this many ratings in the model to be recommended.
+    ``shrink``: confidence weight ``n_i / (n_i + shrink)`` of the item's dot product (0: none).
+    ``popularity``: weight of ``ln(1 + n_i)`` in the ranking score (0: none).
+    ``top_k``: how many items the exported recommendations keep per user (0: no export; serving still ranks)."""
+
+    min_ratings: int = hyper_param(
+        0, "min ratings to recommend", "an item needs this many ratings in the model to be recommended", min=0
+    )
+    shrink: float = hyper_param(
+        0.0, "ranking shrink", "confidence weight n_i / (n_i + shrink) of the item's dot product", min=0
+    )
+    popularity: float = hyper_param(
+        2.0, "ranking popularity weight", "weight of ln(1 + n_i) in the ranking score", min=0
+    )
+    top_k: int = hyper_param(
+        10,
+        "recommendations exported per user",
+        "top-K written with every version (0: none; costs about a second per update)",
+        min=0,
+        max=1000,
+    )
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> RankingRule:
+        """From a manifest's ``ranking`` entry; None or empty (a version older than the rule): :data:`PLAIN`.
+        Missing keys take the defaults; ``k`` is ``top_k``'s name in manifests written before it was a Param."""
+        if not d:
+            return cls(popularity=0.0)  # ranking.PLAIN: every unseen item, by the prediction
+        d = dict(d)
+        if "k" in d and d.get("top_k") is None:
+            d["top_k"] = d["k"]
+        return super().from_dict(d)
+
+    @classmethod
+    def of_manifest(cls, manifest: dict | None) -> RankingRule:
+        return cls.from_dict((manifest or {}).get("ranking"))

@@ -33,54 +33,17 @@ whose manifest has no ``ranking`` entry (written before the rule existed) is ran
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
 from streamrec.core.arrays import Parts, predict_rows
+from streamrec.core.params import RankingRule
 
-
-@dataclass(frozen=True)
-class RankingRule:
-    """``min_ratings``: an item needs at least this many ratings in the model to be recommended.
-    ``shrink``: confidence weight ``n_i / (n_i + shrink)`` of the item's dot product (0: none).
-    ``popularity``: weight of ``ln(1 + n_i)`` in the ranking score (0: none).
-    ``k``: how many items the exported recommendations keep per user."""
-
-    min_ratings: int = 0
-    shrink: float = 0.0
-    popularity: float = 0.0
-    k: int = 10
-
-    def __post_init__(self) -> None:
-        if min(self.min_ratings, self.shrink, self.popularity, self.k) < 0:
-            raise ValueError(f"min_ratings, shrink, popularity and k must be >= 0: {self}")
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict | None) -> RankingRule:
-        """From a manifest's ``ranking`` entry; None or empty (a version older than the rule): :data:`PLAIN`."""
-        if not d:
-            return PLAIN
-        return cls(
-            int(d.get("min_ratings", 0)),
-            float(d.get("shrink", 0.0)),
-            float(d.get("popularity", 0.0)),
-            int(d.get("k", 10)),
-        )
-
-    @classmethod
-    def of_manifest(cls, manifest: dict | None) -> RankingRule:
-        return cls.from_dict((manifest or {}).get("ranking"))
-
-
-PLAIN = RankingRule(min_ratings=0, shrink=0.0, popularity=0.0)
+PLAIN = RankingRule.from_dict(None)
 """Every unseen item, ranked by the model's prediction: versions written before the ranking rule existed."""
 
-DEFAULT = RankingRule(min_ratings=0, shrink=0.0, popularity=2.0)
+DEFAULT = RankingRule()
 """The rule new versions record, chosen by ``bench/ranking.py`` on validation splits of the *training* parts only
 (grid min_ratings {0, 10, 50} x shrink {0, 25, 100} x popularity {0, 0.25, 0.5, 1, 2, 4}, NDCG@10): the rule whose
 worse ratio to the best rule of each data set is highest, over ml-latest-small and the generated data of the same

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from streamrec.core.params import BootstrapParams, ParamSpec, UpdateParams, param_specs
+from streamrec.core.params import BootstrapParams, ParamSpec, RankingRule, UpdateParams, param_specs
 
 PARTS: dict[str, type] = {"bootstrap": BootstrapParams, "update": UpdateParams}
 """The parameter dataclass of each part (as in ``streamrec.storage.paramsets``)."""
@@ -29,6 +29,8 @@ equal: importing ``storage`` here would load the bucket code when the DAGs are p
 
 NULL_MEANS = "empty: the parameter set's value, else the built-in default"
 NULL_MEANS_RETRAIN = "empty: the parameter set's value, else the current model's, else the built-in default"
+RANKING_NULL_MEANS = "empty: the built-in default"
+RANKING_NULL_MEANS_RETRAIN = "empty: the current model's rule, else the built-in default"
 
 _BOUNDS = (
     ("minimum", "minimum"),
@@ -93,6 +95,14 @@ def hyper_form(
 ) -> dict[str, dict[str, Any]]:
     """:func:`hyper_params` of ``part`` plus ``param_set``: what a form that fits or updates a model shows."""
     return {**hyper_params(part, exclude, null_means), "param_set": param_set_param()}
+
+
+def ranking_form(retrain: bool = False) -> dict[str, dict[str, Any]]:
+    """The ranking rule's Params (``streamrec.core.params.RankingRule``: ``min_ratings``, ``shrink``,
+    ``popularity``, ``top_k``), each nullable, default null: the built-in rule (``retrain``: the current
+    model's). Not part of a parameter set: tuning searches the model, not the ranking."""
+    null_means = RANKING_NULL_MEANS_RETRAIN if retrain else RANKING_NULL_MEANS
+    return {s.name: json_schema(s, null_means=null_means) for s in param_specs(RankingRule)}
 
 
 MAX_PARTITIONS_ENV = "STREAMREC_MAX_PARTITIONS_PER_RUN"

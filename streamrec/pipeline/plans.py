@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from streamrec.core.params import BootstrapParams, UpdateParams
+from streamrec.core.params import BootstrapParams, RankingRule, UpdateParams, param_specs
 from streamrec.core.schema import RatingScale
 from streamrec.core.search import tuned_fields
 from streamrec.launch import jvm, s3a
@@ -55,6 +55,14 @@ def resolve_hyper(
     return paramsets.resolve_in_bucket(bucket, params.get("param_set"), part, given(params, part), fallback)
 
 
+def resolve_ranking(params: Mapping[str, Any], fallback: dict | None = None) -> RankingRule:
+    """The ranking rule of a fit: each field from the form when given, else ``fallback`` (a manifest's
+    ``ranking``: a retrain keeps the current model's rule), else the built-in default (``ranking.DEFAULT``)."""
+    base = RankingRule.from_dict(fallback) if fallback else RankingRule()
+    given = {s.name: params[s.name] for s in param_specs(RankingRule) if params.get(s.name) is not None}
+    return RankingRule.from_dict({**base.as_dict(), **given})  # bounds checked: ValueError names the field
+
+
 def _hyper(hp: Any, lineage: dict | None, sources: dict[str, str]) -> dict:
     return {"values": hp.as_dict(), "sources": sources, "param_set": lineage}
 
@@ -75,8 +83,10 @@ def bootstrap_argv(
     holdout_seed: int | None = None,
     validation_uri: str | None = None,
     lineage: dict | None = None,
+    ranking: RankingRule | None = None,
 ) -> list[str]:
-    """``jobs/bootstrap.py``'s argv: fit ``ratings`` (in order) as candidate ``version``.
+    """``jobs/bootstrap.py``'s argv: fit ``ratings`` (in order) as candidate ``version``, recording ``ranking``
+    (default: the job's, ``ranking.DEFAULT``) as its ranking rule.
 
     ``holdout_fraction`` (> 0) keeps that share of every batch out of training (split by ``holdout_seed``) into
     ``validation_uri`` (default: the job's ``BUCKET/validation``); ``partition_ids`` are the partitions the
@@ -92,7 +102,8 @@ def bootstrap_argv(
             argv += ["--holdout-seed", str(holdout_seed)]
         if validation_uri:
             argv += ["--validation-uri", validation_uri]
-    return [*argv, *params.to_argv(), *paramsets.lineage_argv(lineage)]
+    ranking_argv = ranking.to_argv() if ranking is not None else []
+    return [*argv, *params.to_argv(), *ranking_argv, *paramsets.lineage_argv(lineage)]
 
 
 def update_argv(
@@ -154,6 +165,7 @@ def bootstrap_plan(
     uri = uri or bucket_uri()
     scale = str(RatingScale.parse(params["scale"]))
     hp, lineage, sources = resolve_hyper(bucket, params, "bootstrap")
+    rule = resolve_ranking(params)
     argv = bootstrap_argv(
         uri,
         [bucket.spark_uri(HISTORY)],
@@ -163,6 +175,7 @@ def bootstrap_plan(
         holdout_fraction=params["holdout_fraction"],
         holdout_seed=hp.seed,
         lineage=lineage,
+        ranking=rule,
     )
     return {
         "bucket": uri,
@@ -173,6 +186,7 @@ def bootstrap_plan(
         "expected_current": store.current(),
         "rows": rows,
         "hyper": _hyper(hp, lineage, sources),
+        "ranking": rule.as_dict(),
         "gate": {"published": None, "ceiling": params["rmse_ceiling"], "tolerance": 0.0, "baseline": True},
     }
 
@@ -233,6 +247,7 @@ def retrain_plan(
     hold = m.get("holdout") or {}
     fallback = (m.get("params") or {}).get("bootstrap", {})
     hp, lineage, sources = resolve_hyper(bucket, params, "bootstrap", fallback=fallback)
+    rule = resolve_ranking(params, m.get("ranking"))
     scale = str(scale_of(store, current))
     argv = bootstrap_argv(
         uri,
@@ -246,6 +261,7 @@ def retrain_plan(
         holdout_seed=hold.get("seed"),
         validation_uri=hold.get("uri"),
         lineage=lineage,
+        ranking=rule,
     )
     return {
         "bucket": uri,
@@ -258,6 +274,7 @@ def retrain_plan(
         "partitions": list(m.get("partitions", [])),
         "validation": m.get("validation", []),
         "hyper": _hyper(hp, lineage, sources),
+        "ranking": rule.as_dict(),
         "gate": {
             "published": current,
             "ceiling": params["rmse_ceiling"],

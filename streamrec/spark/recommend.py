@@ -53,7 +53,7 @@ def recommend_all(
     clip: tuple[float, float],
     partitions: int | None = None,
 ) -> DataFrame:
-    """The top-``rule.k`` of every user of ``model`` (and of ``seen``), a lazy DataFrame of
+    """The top-``rule.top_k`` of every user of ``model`` (and of ``seen``), a lazy DataFrame of
     :data:`RECOMMENDATIONS_DDL`; ``seen`` (a seen table, ``streamrec.spark.seen``) None: nothing excluded."""
     spark = model.users.sparkSession
     ids, bias, counts, factors = side_from_table(
@@ -70,7 +70,7 @@ def recommend_all(
     else:
         users = users.withColumn("items", F.lit(None).cast("array<long>"))
     n = partitions or max(1, spark.sparkContext.defaultParallelism)
-    k = rule.k
+    k = rule.top_k
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         value = shared.value

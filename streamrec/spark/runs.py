@@ -75,7 +75,7 @@ def side_tables(
     model: FactorModel, seen_table: DataFrame | None, rule: RankingRule, scale: RatingScale
 ) -> tuple[dict[str, DataFrame], dict]:
     """The optional tables a job writes with its version (``write_model``'s ``extra``): the seen table and the
-    recommendations (``streamrec.spark.recommend``; none when ``rule.k`` is 0 or the seen items are unknown),
+    recommendations (``streamrec.spark.recommend``; none when ``rule.top_k`` is 0 or the seen items are unknown),
     both computed here (persisted until ``_release``), and what to record in the manifest's ``ranking``
     entry (the rule, the seconds)."""
     tables: dict[str, DataFrame] = {}
@@ -88,7 +88,7 @@ def side_tables(
     t0 = time.perf_counter()
     tables[SEEN] = _materialised(seen_table)
     info["seen_seconds"] = round(time.perf_counter() - t0, 3)
-    if rule.k > 0:
+    if rule.top_k > 0:
         t0 = time.perf_counter()
         tables[RECOMMENDATIONS] = _materialised(
             recommend.recommend_all(model, tables[SEEN], rule, (scale.low, scale.high))
@@ -128,7 +128,7 @@ def bootstrap_version(
     With ``holdout``, its share of the ratings is written to the validation area and not trained on.
     ``param_set`` (``{"name", "digest"}``, see ``streamrec.storage.paramsets``) is recorded as the lineage of ``params``.
     The version also gets its seen table (every rating read, held-out ones included: the user did rate them) and
-    the top-``rule.k`` recommendations of every user (``rule``: default ``streamrec.core.ranking.DEFAULT``),
+    the top-``rule.top_k`` recommendations of every user (``rule``: default ``streamrec.core.ranking.DEFAULT``),
     recorded with the rule as the manifest's ``ranking``.
     """
     p = params or BootstrapParams()
