@@ -64,6 +64,11 @@ class BootstrapParams(_Params):
     reg_user, reg_item: shrinkage of the biases, b_i = Σ(r - mu) / (reg_item + n_i), likewise b_u.
     bias_iterations: alternations of the user and item bias means (2 is converged to 1e-3 on MovieLens).
     seed: ALS initialisation; same data + same seed = same model.
+    time_bin_days, reg_time_bin: item-bias time bins b_{i,Bin(t)} of this many days (0 = off) and their λ.
+    user_drift, drift_beta, reg_drift: the user-bias drift α_u · dev_u(t) (1 = on, 0 = off), β and the λ of α_u.
+    user_day, reg_user_day: the per-day user bias b_{u,day} (1 = on, 0 = off) and its λ.
+    (Koren 2009, "Collaborative filtering with temporal dynamics"; see ``streamrec.core.temporal``.) Every time
+    term off = the time-blind model, bit for bit.
     """
 
     rank: int = 50
@@ -73,12 +78,26 @@ class BootstrapParams(_Params):
     reg_item: float = 5.0
     bias_iterations: int = 2
     seed: int = 42
+    time_bin_days: int = 0
+    reg_time_bin: float = 25.0
+    user_drift: int = 0
+    drift_beta: float = 0.4
+    reg_drift: float = 30.0
+    user_day: int = 0
+    reg_user_day: float = 5.0
 
     def __post_init__(self) -> None:
         if self.rank < 1 or self.iterations < 1 or self.bias_iterations < 1:
             raise ValueError(f"rank, iterations and bias_iterations must be >= 1: {self}")
-        if min(self.reg, self.reg_user, self.reg_item) < 0:
+        if (
+            min(self.reg, self.reg_user, self.reg_item, self.reg_time_bin, self.reg_drift, self.reg_user_day)
+            < 0
+        ):
             raise ValueError(f"regularisation must be >= 0: {self}")
+        if self.time_bin_days < 0 or self.user_drift not in (0, 1) or self.user_day not in (0, 1):
+            raise ValueError(f"time_bin_days must be >= 0, user_drift and user_day 0 or 1: {self}")
+        if not 0 < self.drift_beta <= 1:
+            raise ValueError(f"drift_beta must be in (0, 1], got {self.drift_beta}")
 
 
 @dataclass(frozen=True)
