@@ -14,21 +14,30 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from streamrec.core.arrays import ModelArrays, side_from_table
+from streamrec.core.temporal import TimeConfig
 from streamrec.spark.schema import FACTOR_SCHEMA
+from streamrec.spark.temporal import SCHEMAS as TIME_SCHEMAS
+from streamrec.spark.temporal import TimeFrames
 from streamrec.storage.store import SIDES, ModelStore
 
 
 @dataclass
 class FactorModel:
+    """``time``: the time terms of a time-aware model (``streamrec.spark.temporal.TimeFrames``), None for a
+    time-blind one."""
+
     mu: float
     n: int
     rank: int
     users: DataFrame
     items: DataFrame
+    time: TimeFrames | None = None
 
     def cache(self) -> FactorModel:
         self.users = self.users.cache()
         self.items = self.items.cache()
+        if self.time is not None:
+            self.time.cache()
         return self
 
 
@@ -36,7 +45,14 @@ def to_arrays(model: FactorModel, manifest: dict | None = None) -> ModelArrays:
     """Collect a (small) Spark ``FactorModel`` to the driver as arrays."""
     users = side_from_table(model.users.select("id", "bias", "n", "factors").toArrow(), model.rank, "users")
     items = side_from_table(model.items.select("id", "bias", "n", "factors").toArrow(), model.rank, "items")
-    return ModelArrays.from_sides(model.mu, model.rank, users, items, dict(manifest or {}), model.n)
+    arrays = ModelArrays.from_sides(model.mu, model.rank, users, items, dict(manifest or {}), model.n)
+    if model.time is not None:
+        tables = {
+            name: df.select(*TIME_SCHEMAS[name].fieldNames()).toArrow()
+            for name, df in model.time.tables().items()
+        }
+        arrays.attach_time(model.time.config, model.time.now, tables)
+    return arrays
 
 
 def write_model(store: ModelStore, model: FactorModel, manifest: dict, version: str | None = None) -> str:
@@ -58,9 +74,28 @@ def write_model(store: ModelStore, model: FactorModel, manifest: dict, version: 
     for side in SIDES:
         uris = [store.bucket.spark_uri(store.version_key(version, f["key"])) for f in files[side]]
         counts[side] = spark.read.parquet(*uris).count() if uris else 0
+    if model.time is not None:
+        manifest = {**manifest, "time": _write_time(store, version, model.time)}
     return store.finish_write(
         version, manifest, mu=model.mu, n=model.n, rank=model.rank, files=files, counts=counts
     )
+
+
+def _write_time(store: ModelStore, version: str, time: TimeFrames) -> dict:
+    """Write the time tables of a version (before its manifest) and return the manifest's ``time`` entry."""
+    spark = time.user_time.sparkSession
+    rows: dict[str, int] = {}
+    for name, df in time.tables().items():
+        schema = TIME_SCHEMAS[name]
+        out = df.select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in schema.fields])
+        if store.table_files:
+            out = out.repartition(store.table_files)
+        out.write.mode("overwrite").parquet(store.bucket.spark_uri(store.time_key(version, name)))
+    files = store.time_files(version)
+    for name in TIME_SCHEMAS:
+        uris = [store.bucket.spark_uri(store.version_key(version, f["key"])) for f in files[name]]
+        rows[name] = spark.read.parquet(*uris).count() if uris else 0
+    return store.time_entry(time.config.as_dict(), time.now, files, rows)
 
 
 def load_model(store: ModelStore, spark: SparkSession, version: str | None = None) -> FactorModel:
@@ -73,10 +108,24 @@ def load_model(store: ModelStore, spark: SparkSession, version: str | None = Non
             tables[side] = spark.read.schema(FACTOR_SCHEMA).parquet(*uris)
         else:
             tables[side] = spark.createDataFrame([], FACTOR_SCHEMA)
+    time = None
+    if doc.get("time"):
+        frames = {}
+        for name, keys in store.time_table_keys(version, doc).items():
+            uris = [store.bucket.spark_uri(k) for k in keys]
+            schema = TIME_SCHEMAS[name]
+            frames[name] = (
+                spark.read.schema(schema).parquet(*uris) if uris else spark.createDataFrame([], schema)
+            )
+        now = doc["time"].get("now")
+        time = TimeFrames(
+            TimeConfig.from_dict(doc["time"]["config"]), None if now is None else int(now), **frames
+        )
     return FactorModel(
         mu=float(doc["mu"]),
         n=int(doc["n_ratings"]),
         rank=int(doc["rank"]),
         users=tables["users"],
         items=tables["items"],
+        time=time,
     )

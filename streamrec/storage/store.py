@@ -4,7 +4,9 @@ Layout under the bucket root::
 
     models/versions/<version>/users/part-*.parquet    factor tables, schema.FACTOR_SCHEMA
     models/versions/<version>/items/part-*.parquet
-    models/versions/<version>/manifest.json           written AFTER both tables
+    models/versions/<version>/time/<table>/part-*.parquet
+                                                      a time-aware model's time terms (core.temporal.TIME_TABLES)
+    models/versions/<version>/manifest.json           written AFTER every table
     models/CURRENT                                    {"version", "published_at", "previous"}: written last
 
 Invariants:
@@ -22,7 +24,9 @@ Invariants:
 Manifest fields written by the store (callers cannot change them with ``update_manifest``): ``format``,
 ``version``, ``created_at``, ``rank``, ``mu``, ``n_ratings``, ``n_users``, ``n_items``, ``tables``. ``status`` is
 ``candidate`` on write, then ``published`` (``publish``) or ``rejected`` (``reject``, with ``reason``/``gate``).
-Fields set by callers and stored as given: ``parent``, ``kind`` (bootstrap|update|retrain), ``params``,
+A time-aware model's manifest also has ``time``: ``{"config", "now", "tables": {name: {"files", "rows"}}}``
+(written by ``write_*`` like ``tables``; a version without it is time-blind). Fields set by callers and stored as
+given: ``parent``, ``kind`` (bootstrap|update|retrain), ``params``,
 ``metrics``, ``partitions`` and ``inputs`` (cumulative lineage), ``gate`` and anything else JSON-serialisable.
 
 ``load_arrays`` reads a version into numpy with pyarrow through the bucket (no Spark, no JVM): the serving path.
@@ -48,6 +52,7 @@ import pyarrow.parquet as pq
 
 from streamrec.core import faults, layout
 from streamrec.core.arrays import ARROW_FACTOR_SCHEMA, ModelArrays, side_from_table, table_from_side
+from streamrec.core.temporal import TIME_TABLES, TimeConfig
 from streamrec.storage.bucket import Bucket, LocalBucket, S3Bucket
 from streamrec.storage.s3client import is_not_found
 
@@ -60,7 +65,7 @@ MANIFEST_FORMAT = 1
 
 CANDIDATE, PUBLISHED, REJECTED = "candidate", "published", "rejected"
 STORE_FIELDS = frozenset(
-    {"format", "version", "created_at", "rank", "mu", "n_ratings", "n_users", "n_items", "tables"}
+    {"format", "version", "created_at", "rank", "mu", "n_ratings", "n_users", "n_items", "tables", "time"}
 )
 """Manifest fields owned by the store: filled by ``write_*``, refused by ``update_manifest``."""
 
@@ -163,9 +168,57 @@ class ModelStore:
             self.bucket.write_bytes(self.version_key(version, f"{side}/part-00000.parquet"), buf.getvalue())
             counts[side] = table.num_rows
         files = self.data_files(version)
+        if arrays.time is not None:
+            manifest = {**manifest, "time": self._write_time_arrays(version, arrays)}
         return self.finish_write(
             version, manifest, mu=arrays.mu, n=arrays.n, rank=arrays.rank, files=files, counts=counts
         )
+
+    # --- time tables (a time-aware model: streamrec.core.temporal) ------------------------------------------
+    def time_key(self, version: str, name: str) -> str:
+        """Bucket key of a version's time table folder ``name`` (one of ``core.temporal.TIME_TABLES``)."""
+        if name not in TIME_TABLES:
+            raise ValueError(f"time table must be one of {tuple(TIME_TABLES)}, got {name!r}")
+        return self.version_key(version, f"time/{name}")
+
+    def time_files(self, version: str) -> dict[str, list[dict]]:
+        """The Parquet data files of each time table of a version (as :meth:`data_files`)."""
+        prefix = self.version_key(version)
+        out: dict[str, list[dict]] = {}
+        for name in TIME_TABLES:
+            out[name] = [
+                {"key": o.key[len(prefix) + 1 :], "size": o.size}
+                for o in self.bucket.list(self.time_key(version, name))
+                if o.key.endswith(".parquet") and not o.key.rsplit("/", 1)[-1].startswith(("_", "."))
+            ]
+        return out
+
+    @staticmethod
+    def time_entry(config: dict, now: int | None, files: dict[str, list[dict]], rows: dict[str, int]) -> dict:
+        """The manifest's ``time`` entry."""
+        return {
+            "config": dict(config),
+            "now": None if now is None else int(now),
+            "tables": {name: {"files": files[name], "rows": int(rows[name])} for name in TIME_TABLES},
+        }
+
+    def time_table_keys(self, version: str, doc: dict) -> dict[str, list[str]]:
+        """The keys of the files of each time table a manifest lists (empty dict for a time-blind version)."""
+        tables = (doc.get("time") or {}).get("tables") or {}
+        return {name: [self.version_key(version, f["key"]) for f in tables[name]["files"]] for name in tables}
+
+    def _write_time_arrays(self, version: str, arrays: ModelArrays) -> dict:
+        rows: dict[str, int] = {}
+        for name, table in arrays.time_tables().items():
+            key = self.time_key(version, name)
+            self.bucket.delete_prefix(key)
+            buf = io.BytesIO()
+            pq.write_table(table, buf, compression="snappy")
+            self.bucket.write_bytes(f"{key}/part-00000.parquet", buf.getvalue())
+            rows[name] = table.num_rows
+        assert arrays.time is not None
+        doc = arrays.time.manifest()
+        return self.time_entry(doc["config"], doc["now"], self.time_files(version), rows)
 
     def begin_write(self, version: str | None) -> str:
         version = self.check_version(version) if version is not None else self.new_version_id()
@@ -409,8 +462,9 @@ class ModelStore:
 
     def _check_files(self, version: str, doc: dict) -> None:
         listed = {o.key: o.size for o in self.bucket.list(self.version_key(version))}
-        for side in SIDES:
-            for f in doc.get("tables", {}).get(side, {}).get("files", []):
+        time_tables = ((doc.get("time") or {}).get("tables") or {}).values()
+        for table in [doc.get("tables", {}).get(side, {}) for side in SIDES] + list(time_tables):
+            for f in table.get("files", []):
                 key = self.version_key(version, f["key"])
                 if key not in listed:
                     raise StoreError(f"version {version} is damaged: {key} is missing")
@@ -445,9 +499,24 @@ class ModelStore:
         version, doc, keys = self.version_tables(version)
         rank = int(doc["rank"])
         sides = {side: self._read_side(keys[side], rank, side) for side in SIDES}
-        return ModelArrays.from_sides(
+        arrays = ModelArrays.from_sides(
             float(doc["mu"]), rank, sides["users"], sides["items"], doc, int(doc.get("n_ratings", 0))
         )
+        if doc.get("time"):
+            tables = {
+                name: self._read_table(keys, TIME_TABLES[name])
+                for name, keys in self.time_table_keys(version, doc).items()
+            }
+            arrays.attach_time(TimeConfig.from_dict(doc["time"]["config"]), doc["time"].get("now"), tables)
+        return arrays
+
+    def _read_table(self, keys: list[str], schema: pa.Schema) -> pa.Table:
+        parts = [
+            pq.read_table(pa.BufferReader(self.bucket.read_bytes(k)), columns=schema.names) for k in keys
+        ]
+        if not parts:
+            return schema.empty_table()
+        return pa.concat_tables([p.select(schema.names) for p in parts], promote_options="permissive")
 
     def _read_side(self, keys: list[str], rank: int, side: str) -> tuple[np.ndarray, ...]:
         columns = ["id", "bias", "n", "factors"]
