@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import glob
 import json
 import math
@@ -179,6 +180,24 @@ def add_data_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument(
         "--scale", type=RatingScale.parse, default=HALF_STAR, help="LOW:HIGH:STEP (default 0.5:5:0.5)"
     )
+    ap.add_argument(
+        "--drift",
+        type=_drift,
+        default=(0.0, 0.0),
+        metavar="ITEM_SD,USER_SD",
+        help="synthetic data only: plant item-popularity and user-bias drift of these sizes "
+        "(streamrec.core.synth; default 0,0 = none)",
+    )
+
+
+def _drift(text: str) -> tuple[float, float]:
+    try:
+        item, user = (float(x) for x in text.split(","))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"--drift takes ITEM_SD,USER_SD, e.g. 0.3,0.3, not {text!r}"
+        ) from exc
+    return item, user
 
 
 @dataclass
@@ -188,22 +207,27 @@ class Data:
     scale: RatingScale
 
 
-def load(path: str | None, scale: RatingScale, progress: Progress) -> Data:
-    """Ratings from ``path`` (``read_ratings_pandas``), or the synthetic fallback when the path is absent."""
+def load(
+    path: str | None, scale: RatingScale, progress: Progress, drift: tuple[float, float] = (0.0, 0.0)
+) -> Data:
+    """Ratings from ``path`` (``read_ratings_pandas``), or the synthetic fallback when the path is absent
+    (``drift``: the planted item / user drift sds of the synthetic data)."""
     if path and os.path.exists(path):
         progress(f"loading {path}")
         df = read_ratings_pandas(path, scale)
         return Data(df, os.path.abspath(path), scale)
     why = "no --ratings given" if not path else f"--ratings {path} not found"
-    cfg = SYNTH_FALLBACK
+    cfg = dataclasses.replace(SYNTH_FALLBACK, item_drift_sd=drift[0], user_drift_sd=drift[1])
     progress(
         f"{why}: generating synthetic data {cfg.n_users} users x {cfg.n_items} items, {cfg.n_ratings} ratings"
+        + (f", drift item {drift[0]:g} user {drift[1]:g}" if cfg.drifts else "")
     )
     df = generate_frame(cfg)
     df["ts"] = df["ts"].astype("Int64")
+    drifts = f", item_drift_sd={drift[0]:g}, user_drift_sd={drift[1]:g}" if cfg.drifts else ""
     label = (
         f"synthetic ({why}): streamrec.core.synth.generate_frame(SynthConfig(n_users={cfg.n_users}, "
-        f"n_items={cfg.n_items}, n_ratings={cfg.n_ratings}, rank={cfg.rank}, seed={cfg.seed})), "
+        f"n_items={cfg.n_items}, n_ratings={cfg.n_ratings}, rank={cfg.rank}, seed={cfg.seed}{drifts})), "
         "file order = time order"
     )
     return Data(df, label, cfg.scale)
