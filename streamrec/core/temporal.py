@@ -141,6 +141,20 @@ def dev(day: np.ndarray, t0: np.ndarray, beta: float) -> np.ndarray:
     return np.sign(x) * np.abs(x) ** beta
 
 
+def drift_term(cfg: TimeConfig, alpha: Any, t0: Any, last: Any, day: Any) -> np.ndarray:
+    """``α_u · dev_u(min(day, last_u))`` per element (0 where the user has no timed rating, ``last == NO_DAY``,
+    where ``day == NO_DAY``, or with the drift off): the user's drift term of :meth:`TimeState.user_term`."""
+    day, last = np.asarray(day, dtype=np.int64), np.asarray(last, dtype=np.int64)
+    out = np.zeros(len(day), dtype=np.float64)
+    if cfg.user_drift:
+        has = (last != NO_DAY) & (day != NO_DAY)
+        d = np.minimum(day[has], last[has])
+        out[has] = np.asarray(alpha, dtype=np.float64)[has] * dev(
+            d, np.asarray(t0, dtype=np.float64)[has], cfg.beta
+        )
+    return out
+
+
 def bins_of(day: np.ndarray, bin_days: int) -> np.ndarray:
     """``floor(day / bin_days)`` (int64; ``NO_DAY`` stays ``NO_DAY``)."""
     day = np.asarray(day, dtype=np.int64)
@@ -297,12 +311,7 @@ class TimeState:
     def user_term(self, u: np.ndarray, day: np.ndarray) -> np.ndarray:
         """``α_u · dev_u(min(day, last_u)) + b_{u,day}`` for user rows ``u`` (all >= 0) at days ``day``."""
         cfg = self.config
-        out = np.zeros(len(u), dtype=np.float64)
-        if cfg.user_drift:
-            last = self.last[u]
-            has = (last != NO_DAY) & (day != NO_DAY)
-            d = np.minimum(day[has], last[has])
-            out[has] = self.alpha[u[has]] * dev(d, self.t0[u[has]], cfg.beta)
+        out = drift_term(cfg, self.alpha[u], self.t0[u], self.last[u], day)
         if cfg.user_day:
             out = out + self.days.term(u, day, carry=False)
         return out

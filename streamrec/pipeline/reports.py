@@ -30,7 +30,15 @@ from datetime import datetime
 from typing import Any
 
 from streamrec.core import layout
-from streamrec.pipeline.contract import DATADOCS, PARTITION_REPORTS, QUARANTINE, REFUSED_WHY, refused_incoming
+from streamrec.pipeline.contract import (
+    DATADOCS,
+    INCOMING,
+    PARTITION_REPORTS,
+    QUARANTINE,
+    REFUSED_WHY,
+    WAITING_WHY,
+    list_incoming,
+)
 from streamrec.pipeline.templates import chart_frame, macro, render
 from streamrec.storage.bucket import Bucket
 from streamrec.storage.store import PUBLISHED, REJECTED, ModelStore
@@ -331,6 +339,9 @@ def write_index(bucket: Bucket, store: ModelStore) -> str:
     versions = store.list_versions()
     current = store.current()
     report_keys = {o.key for o in bucket.list(REPORTS)}
+    refused: list[str] = []
+    waiting: list[str] = []
+    list_incoming(bucket, INCOMING, refused, waiting=waiting)
     page = render(
         "index.html",
         generated=_stamp(store.clock()),
@@ -338,8 +349,10 @@ def write_index(bucket: Bucket, store: ModelStore) -> str:
         current=current,
         chart=rmse_chart(versions),
         versions=[_version_row(m, current, report_keys) for m in reversed(versions)],
-        refused=refused_incoming(bucket),
+        refused=refused,
         refused_why=REFUSED_WHY,
+        waiting=waiting,
+        waiting_why=WAITING_WHY,
         quarantined=[
             {
                 "id": q["id"],

@@ -132,8 +132,10 @@ def _same_bytes(part: Any, record: dict) -> bool:
 
 def pending(bucket: Bucket, store: ModelStore) -> dict:
     """What the update DAG should look at now: the current version and the pending partitions in arrival
-    order (as dicts), plus what was skipped and why (for the log)."""
-    from streamrec.pipeline.contract import REFUSED_KEY, list_incoming
+    order (as dicts), plus what was skipped and why (for the log), and ``waiting``: the object keys of
+    unfinished uploads (temporary names, see ``contract.incoming``), skipped as "waiting for its upload to
+    finish" until they are renamed."""
+    from streamrec.pipeline.contract import REFUSED_KEY, WAITING_WHY, list_incoming
 
     current = store.current()
     if current is None:
@@ -144,8 +146,8 @@ def pending(bucket: Bucket, store: ModelStore) -> dict:
     # --- review actions (streamrec.pipeline.review): partitions held by a rollback; quarantined ones re-queued ---
     review = hold_state(bucket)
     # --- end review actions ---
-    todo, skipped, refused = [], {}, []
-    for part in list_incoming(bucket, INCOMING, refused):
+    todo, skipped, refused, waiting = [], {}, [], []
+    for part in list_incoming(bucket, INCOMING, refused, waiting):
         if part.id in lineage:
             skipped[part.id] = "applied"
         elif part.id in rejected:
@@ -159,7 +161,8 @@ def pending(bucket: Bucket, store: ModelStore) -> dict:
         else:
             todo.append(part.as_dict())
     skipped.update({key: REFUSED_KEY for key in refused})
-    return {"base": current, "pending": todo, "skipped": skipped}
+    skipped.update({key: WAITING_WHY for key in waiting})  # unfinished uploads: picked up once renamed
+    return {"base": current, "pending": todo, "skipped": skipped, "waiting": waiting}
 
 
 def requeue(store: ModelStore, partition_ids: Iterable[str], when: datetime | None = None) -> list[str]:
@@ -195,7 +198,8 @@ def _key_in(bucket: Bucket, uri: str) -> tuple[Bucket, str]:
 
 
 def read_ratings_arrays(bucket: Bucket, uris: Sequence[str]) -> dict[str, np.ndarray]:
-    """The Parquet ratings under ``uris`` (folders written by Spark) as numpy ``user``, ``item``, ``rating``."""
+    """The Parquet ratings under ``uris`` (folders written by Spark) as numpy ``user``, ``item``, ``rating`` and
+    ``ts`` (epoch seconds as float64, NaN where missing: a time-aware model predicts at each rating's time)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -205,15 +209,24 @@ def read_ratings_arrays(bucket: Bucket, uris: Sequence[str]) -> dict[str, np.nda
         for obj in b.list(prefix):
             name = obj.key.rsplit("/", 1)[-1]
             if name.endswith(".parquet") and not name.startswith(("_", ".")):
-                t = pq.read_table(pa.BufferReader(b.read_bytes(obj.key)), columns=["user", "item", "rating"])
-                tables.append(t)
+                t = pq.read_table(pa.BufferReader(b.read_bytes(obj.key)))
+                ts = (
+                    t.column("ts").cast(pa.float64())
+                    if "ts" in t.column_names
+                    else pa.nulls(len(t), pa.float64())
+                )
+                tables.append(t.select(["user", "item", "rating"]).append_column("ts", ts))
     if not tables:
-        return {k: np.zeros(0, dt) for k, dt in (("user", np.int64), ("item", np.int64), ("rating", float))}
+        return {
+            k: np.zeros(0, dt)
+            for k, dt in (("user", np.int64), ("item", np.int64), ("rating", float), ("ts", float))
+        }
     t = pa.concat_tables(tables, promote_options="permissive")
     return {
         "user": np.asarray(t.column("user").to_numpy(), dtype=np.int64),
         "item": np.asarray(t.column("item").to_numpy(), dtype=np.int64),
         "rating": np.asarray(t.column("rating").to_numpy(), dtype=np.float64),
+        "ts": t.column("ts").to_numpy(zero_copy_only=False).astype(np.float64),
     }
 
 
@@ -224,7 +237,7 @@ def rmse(
     clipped to ``[low, high]``) on ``rows``; ``factors=False``: the biases-only baseline. None when no rows."""
     if len(rows["rating"]) == 0:
         return None
-    pred = predict(arrays, rows["user"], rows["item"], clip=(low, high), factors=factors)
+    pred = predict(arrays, rows["user"], rows["item"], clip=(low, high), factors=factors, time=rows.get("ts"))
     err = rows["rating"] - pred
     return float(np.sqrt(np.mean(err * err)))
 

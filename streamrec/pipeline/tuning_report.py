@@ -1,10 +1,13 @@
 """The tuning report: ``reports/tuning/<run>/index.html`` next to its ``result.json`` (``streamrec.pipeline.tuning``).
 
 Rendered from ``templates/tuning.html`` (the chart: ``score`` in ``templates/charts.svg``), in the style of the
-gate reports: self-contained, inline SVG, no script or CDN, every value escaped. Per part: the chosen
-parameters against the baseline, a chart of every trial's score in launch order (the chosen trial ringed, the
-baseline a square, the best-so-far as a step line), and the table of trials. Trials that did not run (the time
-budget ran out, or they failed) are listed as such.
+gate reports: self-contained, inline SVG, no script or CDN, every value escaped. The page states the rule by
+which a trial is adopted (``streamrec.core.search.rule_text``: the guard). Per part: the decision (a trial
+adopted, or the current parameters kept, and why), the chosen parameters against the baseline, a chart of every
+trial's score in launch order (the chosen trial ringed, the baseline a square, the best-so-far as a step line),
+the table of trials, and the guard's table (each trial's paired difference to the baseline, the upper bound of
+its interval, pass or not). Trials that did not run (the time budget ran out, or they failed) are listed as
+such.
 
 This module takes the result document as its argument and imports nothing of ``streamrec.pipeline.tuning``
 (which calls :func:`write`).
@@ -15,7 +18,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from streamrec.core import layout
+from streamrec.core import layout, search
 from streamrec.pipeline.templates import chart_frame, macro, render
 from streamrec.storage.bucket import Bucket
 
@@ -72,12 +75,36 @@ def _trial(t: dict | None) -> dict[str, Any]:
     return {"index": t.get("index"), "tuned": t.get("tuned"), "rmse": t.get("rmse")}
 
 
+def _guard(t: dict) -> dict[str, Any] | None:
+    """One row of the guard's table, or None for the baseline (nothing to compare)."""
+    g = t.get("guard")
+    if t.get("index") == 0 or g is None:
+        return None
+    return {
+        "index": t["index"],
+        "mean_diff": g.get("mean_diff"),
+        "upper": g.get("upper"),
+        "se": g.get("se"),
+        "n_users": g.get("users"),
+        "n_items": g.get("items"),
+        "n": g.get("n"),
+        "passes": bool(g.get("better")),
+        "reason": g.get("reason"),
+    }
+
+
 def _part(name: str, p: dict[str, Any]) -> dict[str, Any]:
     """What the page shows of one part of ``result["parts"]``."""
     chosen = p.get("chosen")
     metric = "RMSE on the tuning split" if name == "bootstrap" else "pooled prequential RMSE (replay)"
     trials = p.get("trials") or []
+    guard = [g for g in (_guard(t) for t in trials) if g is not None]
     return {
+        "adopted": p.get("adopted"),
+        "reason": p.get("reason"),
+        "compared": p.get("compared"),
+        "level": p.get("level"),
+        "guard": guard,
         "name": name,
         "metric": metric,
         "finished": p.get("finished"),
@@ -109,6 +136,7 @@ def write(bucket: Bucket, run: str, result: dict) -> str:
     page = render(
         "tuning.html",
         run=run,
+        rule=search.rule_text(),
         finished_at=result.get("finished_at"),
         plan={
             "current": plan.get("current"),

@@ -4,10 +4,13 @@
 (one row per entity). :func:`write_model` / :func:`load_model` move it in and out of a
 :class:`~streamrec.storage.store.ModelStore` with Spark's own Parquet I/O; :func:`to_arrays` collects a small one
 to the driver as :class:`~streamrec.core.arrays.ModelArrays` (the numpy form every other layer reads).
+A time-aware model also carries its time terms (``time``: :class:`~streamrec.spark.temporal.TimeFrames`; the
+store's optional tables ``user_time``, ``item_bins``, ``user_days`` and the manifest's ``time``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from pyspark.sql import DataFrame, SparkSession
@@ -18,7 +21,7 @@ from streamrec.core.temporal import TimeConfig
 from streamrec.spark.schema import FACTOR_SCHEMA
 from streamrec.spark.temporal import SCHEMAS as TIME_SCHEMAS
 from streamrec.spark.temporal import TimeFrames
-from streamrec.storage.store import SIDES, ModelStore
+from streamrec.storage.store import OPTIONAL_TABLES, SIDES, ModelStore
 
 
 @dataclass
@@ -55,47 +58,51 @@ def to_arrays(model: FactorModel, manifest: dict | None = None) -> ModelArrays:
     return arrays
 
 
-def write_model(store: ModelStore, model: FactorModel, manifest: dict, version: str | None = None) -> str:
+def write_model(
+    store: ModelStore,
+    model: FactorModel,
+    manifest: dict,
+    version: str | None = None,
+    extra: Mapping[str, DataFrame] | None = None,
+) -> str:
     """Write ``model`` with Spark as a new candidate version of ``store`` and return its id.
 
     The tables are written in overwrite mode (a retried task rewrites cleanly), then ``manifest.json`` with
     status ``candidate`` and the store fields filled in. Refuses (``StoreError``) to overwrite a published
     version. Same layout and guarantees as :meth:`ModelStore.write_arrays` (pyarrow, no Spark).
+
+    ``extra``: optional tables (``seen``, ``recommendations``) by name; written after the factor tables and
+    before the manifest, listed in it, each file sorted by ``user`` (then ``rank``).
     """
     version = store.begin_write(version)
+    if model.time is not None:  # a time-aware model: its time tables, config and "now"
+        extra = {**(extra or {}), **_time_tables(model.time)}
+        manifest = {**manifest, "time": {"config": model.time.config.as_dict(), "now": model.time.now}}
     counts: dict[str, int] = {}
     for side, df in (("users", model.users), ("items", model.items)):
         out = df.select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in FACTOR_SCHEMA.fields])
         if store.table_files:
             out = out.repartition(store.table_files)
         out.write.mode("overwrite").parquet(store.table_uri(version, side))
-    files = store.data_files(version)
+    written = list(SIDES)
+    for name in OPTIONAL_TABLES:
+        store.bucket.delete_prefix(store.version_key(version, name))  # a rewrite never keeps an old one
+        if extra and name in extra:
+            out = extra[name]
+            if store.table_files:
+                out = out.repartition(store.table_files)
+            order = [c for c in ("user", "rank") if c in out.columns]  # (time tables: as they come)
+            out = out.sortWithinPartitions(*order) if order else out
+            out.write.mode("overwrite").parquet(store.table_uri(version, name))
+            written.append(name)
+    files = store.data_files(version, tuple(written))
     spark = model.users.sparkSession
-    for side in SIDES:
+    for side in written:
         uris = [store.bucket.spark_uri(store.version_key(version, f["key"])) for f in files[side]]
         counts[side] = spark.read.parquet(*uris).count() if uris else 0
-    if model.time is not None:
-        manifest = {**manifest, "time": _write_time(store, version, model.time)}
     return store.finish_write(
         version, manifest, mu=model.mu, n=model.n, rank=model.rank, files=files, counts=counts
     )
-
-
-def _write_time(store: ModelStore, version: str, time: TimeFrames) -> dict:
-    """Write the time tables of a version (before its manifest) and return the manifest's ``time`` entry."""
-    spark = time.user_time.sparkSession
-    rows: dict[str, int] = {}
-    for name, df in time.tables().items():
-        schema = TIME_SCHEMAS[name]
-        out = df.select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in schema.fields])
-        if store.table_files:
-            out = out.repartition(store.table_files)
-        out.write.mode("overwrite").parquet(store.bucket.spark_uri(store.time_key(version, name)))
-    files = store.time_files(version)
-    for name in TIME_SCHEMAS:
-        uris = [store.bucket.spark_uri(store.version_key(version, f["key"])) for f in files[name]]
-        rows[name] = spark.read.parquet(*uris).count() if uris else 0
-    return store.time_entry(time.config.as_dict(), time.now, files, rows)
 
 
 def load_model(store: ModelStore, spark: SparkSession, version: str | None = None) -> FactorModel:
@@ -109,18 +116,16 @@ def load_model(store: ModelStore, spark: SparkSession, version: str | None = Non
         else:
             tables[side] = spark.createDataFrame([], FACTOR_SCHEMA)
     time = None
-    if doc.get("time"):
+    if doc.get("time"):  # a time-aware version (one without ``time`` is time-blind, as every older one)
         frames = {}
-        for name, keys in store.time_table_keys(version, doc).items():
-            uris = [store.bucket.spark_uri(k) for k in keys]
-            schema = TIME_SCHEMAS[name]
+        for name, schema in TIME_SCHEMAS.items():
+            uris = [store.bucket.spark_uri(k) for k in store.table_keys(version, name, doc) or []]
             frames[name] = (
                 spark.read.schema(schema).parquet(*uris) if uris else spark.createDataFrame([], schema)
             )
         now = doc["time"].get("now")
-        time = TimeFrames(
-            TimeConfig.from_dict(doc["time"]["config"]), None if now is None else int(now), **frames
-        )
+        config = TimeConfig.from_dict(doc["time"]["config"])
+        time = TimeFrames(config, None if now is None else int(now), **frames)
     return FactorModel(
         mu=float(doc["mu"]),
         n=int(doc["n_ratings"]),
@@ -129,3 +134,11 @@ def load_model(store: ModelStore, spark: SparkSession, version: str | None = Non
         items=tables["items"],
         time=time,
     )
+
+
+def _time_tables(time: TimeFrames) -> dict[str, DataFrame]:
+    """The time tables in the store's column types (``streamrec.spark.temporal.SCHEMAS``)."""
+    return {
+        name: df.select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in TIME_SCHEMAS[name].fields])
+        for name, df in time.tables().items()
+    }
