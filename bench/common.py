@@ -356,9 +356,12 @@ def _short_path(path: str) -> str:
 
 
 def checkpoint_model(model: FactorModel) -> FactorModel:
-    """Materialise both factor tables (eager ``localCheckpoint``, as the update job does after each partition)."""
+    """Materialise both factor tables (eager ``localCheckpoint``, as the update job does after each partition),
+    and a time-aware model's time tables."""
     model.users = model.users.localCheckpoint()
     model.items = model.items.localCheckpoint()
+    if model.time is not None:
+        model.time.local_checkpoint()
     return model
 
 
