@@ -530,3 +530,48 @@ def test_the_time_aware_model_recovers_planted_drift_the_time_blind_cannot(spark
     day = days_of(ts, len(ts), a.time.now)
     fitted = a.time.user_term(u, day) + a.time.item_term(i, day)
     assert np.corrcoef(fitted, truth)[0, 1] > 0.5
+
+
+@pytest.mark.unit
+def test_gate_and_lookup_use_the_time_aware_rule(tmp_path) -> None:
+    """The gate reads the validation rows' ``ts`` and scores them at those times; the lookup's ``recommend``
+    ranks at now and returns ``predict`` at now (the one rule); a time-blind model is scored as before."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from streamrec.pipeline.lookup import Recommender
+    from streamrec.pipeline.tasks import read_ratings_arrays, rmse
+    from streamrec.storage.bucket import LocalBucket
+
+    folder = tmp_path / "validation" / "history"
+    folder.mkdir(parents=True)
+    users, items, ts = [1, 1, 1, 2], [10, 10, 20, 10], [60 * DAY + 5, 75 * DAY, None, 52 * DAY]
+    table = pa.table(
+        {
+            "user": pa.array(users, pa.int64()),
+            "item": pa.array(items, pa.int64()),
+            "rating": pa.array([4.0, 3.5, 3.0, 2.5]),
+            "ts": pa.array(ts, pa.int64()),
+        }
+    )
+    pq.write_table(table, folder / "part-00000.parquet")
+    bucket = LocalBucket(str(tmp_path))
+    rows = read_ratings_arrays(bucket, [bucket.spark_uri("validation/history")])
+    assert np.isnan(rows["ts"][2]) and rows["ts"][0] == 60 * DAY + 5
+    a, blind = tiny(), tiny(time=False)
+    at_ts = predict(a, users, items, clip=(0.5, 5.0), time=pd.array(ts, dtype="Int64"))
+    want = float(np.sqrt(np.mean((rows["rating"] - at_ts) ** 2)))
+    assert rmse(a, rows, 0.5, 5.0) == pytest.approx(want, abs=1e-12)
+    assert rmse(a, rows, 0.5, 5.0) != rmse(a, {**rows, "ts": np.full(4, np.nan)}, 0.5, 5.0)
+    plain = predict(blind, users, items, clip=(0.5, 5.0))
+    assert rmse(blind, rows, 0.5, 5.0) == float(np.sqrt(np.mean((rows["rating"] - plain) ** 2)))
+    # the lookup: ranked and scored at now
+    rec = Recommender(a, scale=(0.5, 5.0))
+    got = rec.recommend(1, k=2)
+    now = predict(a, [1, 1], [20, 10], clip=(0.5, 5.0))
+    # item 20: -0.3 + 1.0 (dot); item 10 at now: b_i + its last bin = 0.2 - 0.125, + 0.5 (dot); time-blind,
+    # item 10 (0.2 + 0.5) would tie 20 (0.7) and win on its id
+    assert [i for i, _ in got] == [20, 10]
+    assert [i for i, _ in Recommender(blind, scale=(0.5, 5.0)).recommend(1, k=2)] == [10, 20]
+    np.testing.assert_allclose([s for _, s in got], now, rtol=0, atol=1e-12)
+    assert rec.predict(1, 10) == now[1]
