@@ -198,7 +198,9 @@ class BootstrapParams(_Params):
     user_drift, drift_beta, reg_drift: the user-bias drift α_u · dev_u(t) (1 = on, 0 = off), β and the λ of α_u.
     user_day, reg_user_day: the per-day user bias b_{u,day} (1 = on, 0 = off) and its λ.
     (Koren 2009, "Collaborative filtering with temporal dynamics"; see ``streamrec.core.temporal``.) Every time
-    term off = the time-blind model, bit for bit.
+    term off = the time-blind model, bit for bit (the default). The λs and β are the values chosen on a
+    validation split of ml-latest-small's training part (``bench/accuracy.py --inner``); switched on with
+    ``time_bin_days=1500, user_drift=1, user_day=1`` they give test RMSE 0.8313 against 0.8395 time-blind.
     """
 
     rank: int = _hp(50, "ALS rank", "latent factors per user and item", min=1, max=1000)
@@ -216,7 +218,7 @@ class BootstrapParams(_Params):
     drift_beta: float = _hp(0.4, "drift β", "dev_u(t) = sign(t - t_u) · |t - t_u|^β", exclusive_min=0, max=1)
     reg_drift: float = _hp(30.0, "drift λ", "α_u = Σ dev · e / (reg_drift + Σ dev²)", min=0)
     user_day: int = _hp(0, "per-day user bias", "1 = b_{u,day} on, 0 = off", min=0, max=1)
-    reg_user_day: float = _hp(5.0, "per-day λ", "b_{u,day} = Σ e / (reg_user_day + n_{u,day})", min=0)
+    reg_user_day: float = _hp(10.0, "per-day λ", "b_{u,day} = Σ e / (reg_user_day + n_{u,day})", min=0)
 
 
 @dataclass(frozen=True)

@@ -85,7 +85,7 @@ class TimeConfig:
     beta: float = 0.4
     reg_drift: float = 30.0
     user_day: int = 0
-    reg_day: float = 5.0
+    reg_day: float = 10.0
 
     @property
     def active(self) -> bool:
