@@ -1,25 +1,37 @@
-"""Accuracy on one fixed random split: our bootstrap vs plain Spark ML ALS (defaults) vs biases only.
+"""Accuracy on one fixed random split: our bootstrap (time-aware and time-blind, side by side) vs plain Spark ML
+ALS (defaults) vs biases only.
 
-    python bench/accuracy.py [--ratings PATH] [--repeat N]
+    python bench/accuracy.py [--ratings PATH] [--repeat N] [--drift ITEM_SD,USER_SD] [--inner] [--set F=V ...]
 
 Split (common.split): rows in file order, ``numpy.random.default_rng(42).permutation(n)``, the first
 ``round(0.2 n)`` permuted rows are test, the rest train; test rows whose user or item is absent from train are
-dropped (counted). Predictions are clipped to the rating scale. For each model: RMSE, MAE, precision@10,
-NDCG@10 (``streamrec.spark.evaluate.ranking_metrics``, items rated in train excluded) and fit seconds. Prints progress
-lines, then one JSON object on the last line.
+dropped (counted). Predictions are clipped to the rating scale (and made at each rating's timestamp). For each
+model: RMSE, MAE, precision@10, NDCG@10 (``streamrec.spark.evaluate.ranking_metrics``, items rated in train
+excluded) and fit seconds. Prints progress lines, then one JSON object on the last line.
 
-Last line: one JSON object with the top-level keys ``data``, ``code``, ``n_ratings``, ``n_train``, ``n_test``,
-``n_test_before_drop``, ``dropped_test_rows``, ``scale``, ``split``, ``global_mean``, ``ours``,
-``spark_als_defaults``, ``biases_only``, ``biases_only_reference_reg``, ``fit_time_ratio_ours_vs_als``,
-``rmse_ratio_ours_vs_als``, ``reference``, ``spark_stages``, ``machine``.
+Our bootstrap runs twice: ``time_aware`` (Koren's time terms on: ``BootstrapParams`` ``time_bin_days``,
+``user_drift``, ``user_day``) and ``time_blind`` (all three off, i.e. the model without time); ``ours`` is the
+one the default parameters give. ``--set F=V`` overrides a field of the time-aware variant. ``--inner`` is how
+parameters are chosen without looking at the test set: the training 80% is split again the same way (seed 43),
+and the models are fitted on its 80% and scored on its 20%; the test rows are never read. ``--drift`` plants
+drift in the synthetic data (used when no ratings file is given).
 
-``--smoke``: tiny generated data (``common.SYNTH_SMOKE``), rank 4 and 2 iterations for both ALS fits (the test
+Last line: one JSON object with the top-level keys ``data``, ``code``, ``inner``, ``n_ratings``, ``n_train``,
+``n_test``, ``n_test_before_drop``, ``dropped_test_rows``, ``scale``, ``split``, ``global_mean``, ``ours`` (the
+default parameters' variant), ``ours_is``, ``time_aware``, ``time_blind``, ``rmse_time_aware_minus_blind``,
+``fit_seconds_ratio_time_aware_vs_blind``, ``spark_als_defaults``, ``biases_only``,
+``biases_only_reference_reg``, ``fit_time_ratio_ours_vs_als``, ``rmse_ratio_ours_vs_als``, ``reference``,
+``spark_stages``, ``machine``. (``--only-ours``: the keys up to ``fit_seconds_ratio_time_aware_vs_blind``, then
+``spark_stages`` and ``machine``.)
+
+``--smoke``: tiny generated data (``common.SYNTH_SMOKE``), rank 4 and 2 iterations for every ALS fit (the test
 suite's check that the script runs; ``tests/test_bench.py``).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import time
 
@@ -31,6 +43,7 @@ from pyspark.sql import functions as F
 
 from streamrec.core.params import BootstrapParams
 from streamrec.core.schema import ITEM, RATING, USER
+from streamrec.core.temporal import TimeConfig
 from streamrec.spark import bootstrap, evaluate
 from streamrec.spark.model import FactorModel
 from streamrec.spark.schema import FACTOR_SCHEMA
@@ -54,6 +67,28 @@ def _timed_fits(fit, repeat: int) -> tuple[object, list[float]]:
 
 def _fit_info(times: list[float]) -> dict:
     return {"fit_seconds": min(times), "fit_seconds_runs": times}
+
+
+TIME_OFF = {"time_bin_days": 0, "user_drift": 0, "user_day": 0}
+# the time terms' switches when the defaults have them off (1500-day bins: chosen with --inner, never the test set)
+TIME_ON = {"time_bin_days": 1500, "user_drift": 1, "user_day": 1}
+INNER_SEED = 43
+
+
+def variants(overrides: list[str], smoke: bool = False) -> dict[str, BootstrapParams]:
+    """``time_aware`` and ``time_blind`` parameters: the defaults with the time terms on (``--set`` applied) and
+    off (``smoke``: rank 4, 2 iterations)."""
+    base = BootstrapParams(rank=4, iterations=2) if smoke else BootstrapParams()
+    aware = base.as_dict() if TimeConfig.from_params(base) else {**base.as_dict(), **TIME_ON}
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if key not in aware:
+            raise SystemExit(f"--set {item}: no BootstrapParams field {key!r}")
+        aware[key] = type(aware[key])(float(value)) if isinstance(aware[key], int) else float(value)
+    return {
+        "time_aware": BootstrapParams.from_dict(aware),
+        "time_blind": dataclasses.replace(base, **TIME_OFF),
+    }
 
 
 def _dense(ids: np.ndarray) -> pd.Index:
@@ -88,17 +123,31 @@ def main(argv: list[str] | None = None) -> int:
     common.add_data_args(ap)
     ap.add_argument("--k", type=int, default=10, help="cut-off of precision@k / NDCG@k (default 10)")
     ap.add_argument("--repeat", type=int, default=1, help="fit each model N times, report the fastest")
+    ap.add_argument(
+        "--inner", action="store_true", help="split the training part again; never read the test set"
+    )
+    ap.add_argument(
+        "--set", action="append", default=[], metavar="FIELD=VALUE", help="time-aware variant's params"
+    )
+    ap.add_argument("--only-ours", action="store_true", help="skip the Spark ALS and biases-only models")
     args = ap.parse_args(argv)
     code = common.code_version()
     say = common.Progress("accuracy")
     load0 = common.machine()
-    data = common.load(args.ratings, args.scale, say, smoke=args.smoke)
+    data = common.load(args.ratings, args.scale, say, smoke=args.smoke, drift=args.drift)
     scale = data.scale
     sp = common.split(data.ratings)
+    if args.inner:
+        sp = common.split(sp.train, seed=INNER_SEED)
+        say(
+            "--inner: the training 80% split again (seed 43): fit on its 80%, score on its 20%; test set unread"
+        )
     say(
         f"{len(data.ratings)} ratings: train {len(sp.train)}, test {len(sp.test)}, "
         f"dropped {sp.dropped} test rows with a user or item absent from train -> {len(sp.test_known)}"
     )
+    models = variants(args.set, args.smoke)
+    default_name = "time_aware" if TimeConfig.from_params(BootstrapParams()) else "time_blind"
     k = args.k
     phases = common.Phases()
     result: dict = {}
@@ -114,20 +163,50 @@ def main(argv: list[str] | None = None) -> int:
         gm = evaluate.rmse(FactorModel(mu, len(sp.train), 1, empty, empty), test, scale)
         say(f"global mean {mu:.4f}: RMSE {gm['rmse']:.4f}")
 
-        # (a) our bootstrap, default params.
-        params = BootstrapParams(rank=4, iterations=2) if args.smoke else BootstrapParams()
-        say(f"(a) bootstrap.fit {params}")
-        with phases("ours_fit"):
-            ours_model, times = _timed_fits(
-                lambda: common.checkpoint_model(bootstrap.fit(train, params)), args.repeat
+        # (a) our bootstrap: time-aware and time-blind; "ours" is the one of the default params.
+        params = BootstrapParams()
+        fitted: dict[str, dict] = {}
+        for name, vp in models.items():
+            say(f"(a) bootstrap.fit [{name}] {vp}")
+
+            def fit(vp=vp):
+                m = common.checkpoint_model(bootstrap.fit(train, vp))
+                if m.time is not None:
+                    m.time.local_checkpoint()
+                return m
+
+            with phases(f"{name}_fit"):
+                model, times = _timed_fits(fit, args.repeat)
+            out = {"params": vp.as_dict(), **_fit_info(times)}
+            with phases(f"{name}_eval"):
+                out.update(_metrics(model, train, test, scale, k))
+            fitted[name] = out
+            say(
+                f"(a) {name}: RMSE {out['rmse']:.4f} MAE {out['mae']:.4f} P@{k} {out[f'precision@{k}']:.4f} "
+                f"NDCG@{k} {out[f'ndcg@{k}']:.4f} fit {out['fit_seconds']:.1f}s"
             )
-        ours = {"params": params.as_dict(), **_fit_info(times)}
-        with phases("ours_eval"):
-            ours.update(_metrics(ours_model, train, test, scale, k))
-        say(
-            f"(a) ours: RMSE {ours['rmse']:.4f} MAE {ours['mae']:.4f} P@{k} {ours[f'precision@{k}']:.4f} "
-            f"NDCG@{k} {ours[f'ndcg@{k}']:.4f} fit {ours['fit_seconds']:.1f}s"
-        )
+        ours = fitted[default_name]
+        if args.only_ours:
+            spark.stop()
+            stages = common.stage_summary(events, phases.windows)
+            common.emit(
+                {
+                    "data": data.label,
+                    "code": code,
+                    "inner": args.inner,
+                    "n_train": len(sp.train),
+                    "n_test": len(sp.test_known),
+                    "ours_is": default_name,
+                    **fitted,
+                    "rmse_time_aware_minus_blind": fitted["time_aware"]["rmse"]
+                    - fitted["time_blind"]["rmse"],
+                    "fit_seconds_ratio_time_aware_vs_blind": fitted["time_aware"]["fit_seconds"]
+                    / fitted["time_blind"]["fit_seconds"],
+                    "spark_stages": stages,
+                    "machine": {"start": load0, "end_loadavg_1_5_15": list(os.getloadavg())},
+                }
+            )
+            return 0
 
         # (b) plain Spark ML ALS with its defaults (rank 10, maxIter 10, regParam 0.1), coldStartStrategy drop.
         uindex, iindex = _dense(sp.train["user"].to_numpy()), _dense(sp.train["item"].to_numpy())
@@ -250,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "data": data.label,
         "code": code,
+        "inner": args.inner,
         "n_ratings": len(data.ratings),
         "n_train": len(sp.train),
         "n_test": len(sp.test_known),
@@ -259,6 +339,11 @@ def main(argv: list[str] | None = None) -> int:
         "split": "file order, numpy.random.default_rng(42).permutation(n), first round(0.2 n) test",
         "global_mean": {"mu": mu, "rmse": gm["rmse"], "mae": gm["mae"]},
         "ours": ours,
+        "ours_is": default_name,
+        **fitted,
+        "rmse_time_aware_minus_blind": fitted["time_aware"]["rmse"] - fitted["time_blind"]["rmse"],
+        "fit_seconds_ratio_time_aware_vs_blind": fitted["time_aware"]["fit_seconds"]
+        / fitted["time_blind"]["fit_seconds"],
         "spark_als_defaults": spark_als,
         "biases_only": biases,
         "biases_only_reference_reg": biases_ref,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import glob
 import json
 import math
@@ -189,6 +190,24 @@ def add_data_args(ap: argparse.ArgumentParser) -> None:
         action="store_true",
         help="tiny generated data and the cheapest settings (a check that the script runs; numbers meaningless)",
     )
+    ap.add_argument(
+        "--drift",
+        type=_drift,
+        default=(0.0, 0.0),
+        metavar="ITEM_SD,USER_SD",
+        help="synthetic data only: plant item-popularity and user-bias drift of these sizes "
+        "(streamrec.core.synth; default 0,0 = none)",
+    )
+
+
+def _drift(text: str) -> tuple[float, float]:
+    try:
+        item, user = (float(x) for x in text.split(","))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"--drift takes ITEM_SD,USER_SD, e.g. 0.3,0.3, not {text!r}"
+        ) from exc
+    return item, user
 
 
 @dataclass
@@ -198,23 +217,34 @@ class Data:
     scale: RatingScale
 
 
-def load(path: str | None, scale: RatingScale, progress: Progress, smoke: bool = False) -> Data:
+def load(
+    path: str | None,
+    scale: RatingScale,
+    progress: Progress,
+    smoke: bool = False,
+    drift: tuple[float, float] = (0.0, 0.0),
+) -> Data:
     """Ratings from ``path`` (``read_ratings_pandas``), or the synthetic fallback when the path is absent; with
-    ``smoke``, the tiny ``SYNTH_SMOKE`` whatever the path."""
+    ``smoke``, the tiny ``SYNTH_SMOKE`` whatever the path (``drift``: the planted item / user drift sds of the
+    synthetic data)."""
     if path and os.path.exists(path) and not smoke:
         progress(f"loading {path}")
         df = read_ratings_pandas(path, scale)
         return Data(df, os.path.abspath(path), scale)
     why = "--smoke" if smoke else "no --ratings given" if not path else f"--ratings {path} not found"
-    cfg = SYNTH_SMOKE if smoke else SYNTH_FALLBACK
+    cfg = dataclasses.replace(
+        SYNTH_SMOKE if smoke else SYNTH_FALLBACK, item_drift_sd=drift[0], user_drift_sd=drift[1]
+    )
     progress(
         f"{why}: generating synthetic data {cfg.n_users} users x {cfg.n_items} items, {cfg.n_ratings} ratings"
+        + (f", drift item {drift[0]:g} user {drift[1]:g}" if cfg.drifts else "")
     )
     df = generate_frame(cfg)
     df["ts"] = df["ts"].astype("Int64")
+    drifts = f", item_drift_sd={drift[0]:g}, user_drift_sd={drift[1]:g}" if cfg.drifts else ""
     label = (
         f"synthetic ({why}): streamrec.core.synth.generate_frame(SynthConfig(n_users={cfg.n_users}, "
-        f"n_items={cfg.n_items}, n_ratings={cfg.n_ratings}, rank={cfg.rank}, seed={cfg.seed})), "
+        f"n_items={cfg.n_items}, n_ratings={cfg.n_ratings}, rank={cfg.rank}, seed={cfg.seed}{drifts})), "
         "file order = time order"
     )
     return Data(df, label, cfg.scale)
@@ -329,9 +359,12 @@ def _short_path(path: str) -> str:
 
 
 def checkpoint_model(model: FactorModel) -> FactorModel:
-    """Materialise both factor tables (eager ``localCheckpoint``, as the update job does after each partition)."""
+    """Materialise both factor tables (eager ``localCheckpoint``, as the update job does after each partition),
+    and a time-aware model's time tables."""
     model.users = model.users.localCheckpoint()
     model.items = model.items.localCheckpoint()
+    if model.time is not None:
+        model.time.local_checkpoint()
     return model
 
 

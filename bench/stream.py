@@ -1,6 +1,6 @@
 """The talk's streaming protocol: bootstrap, then fold in time-ordered partitions with the update job's own code.
 
-    python bench/stream.py [--ratings PATH] [--batch-size 1000] [--limit-partitions N] [--no-refit]
+    python bench/stream.py [--ratings PATH] [--batch-size 1000] [--limit-partitions N] [--no-refit] [--set F=V]
 
 Protocol: the accuracy split's 20% (same permutation, all its rows; unseen ids use evaluate's fallbacks) is a
 fixed validation set. The other 80% is sorted by timestamp (stable: file order for ties); ``bootstrap.fit``
@@ -15,6 +15,10 @@ Last line: one JSON object with the top-level keys ``data``, ``code``, ``scale``
 ``stream_shape``, ``validation``, ``prequential_rmse``, ``update_seconds``, ``ratings_per_second``,
 ``ratings_per_second_note``, ``bootstrap_seconds``, ``refit_seconds_total``, ``refits``, ``reference``,
 ``spark_stages``, ``machine``.
+
+``--set FIELD=VALUE`` (repeatable): a ``BootstrapParams`` field of the bootstrap and of every refit, e.g. the
+time terms (``--set time_bin_days=1500 --set user_drift=1 --set user_day=1``: a time-aware model, whose
+streaming update then moves its time terms too).
 
 ``--smoke``: tiny generated data (``common.SYNTH_SMOKE``) and a rank-4, 2-iteration bootstrap (with small
 ``--batch-size`` / ``--limit-partitions`` and ``--no-refit``: the test suite's check that the script runs,
@@ -50,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit-partitions", type=int, default=None, help="stream only the first N partitions")
     ap.add_argument("--no-refit", action="store_true", help="skip the full-refit comparison")
     ap.add_argument("--refit-every", type=int, default=10, help="validation/refit every N partitions")
+    ap.add_argument(
+        "--set", action="append", default=[], metavar="FIELD=VALUE", help="a BootstrapParams field"
+    )
     args = ap.parse_args(argv)
     code = common.code_version()
     say = common.Progress("stream")
@@ -92,6 +99,13 @@ def main(argv: list[str] | None = None) -> int:
     }
 
     up, bp = UpdateParams(), BootstrapParams(rank=4, iterations=2) if args.smoke else BootstrapParams()
+    if args.set:
+        given = dict(x.split("=", 1) for x in args.set)
+        base = bp.as_dict()
+        unknown = set(given) - set(base)
+        if unknown:
+            raise SystemExit(f"--set: no BootstrapParams field(s) {sorted(unknown)}")
+        bp = BootstrapParams.from_dict({**base, **{k: type(base[k])(float(v)) for k, v in given.items()}})
     phases = common.Phases()
     result: dict = {}
     with common.spark_session("bench-stream") as (spark, events):
@@ -134,10 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             with phases("update_warmup" if k == 1 else "update"):
                 current = update.apply(current, df, up)
-                current.users, current.items = (
-                    current.users.localCheckpoint(),
-                    current.items.localCheckpoint(),
-                )
+                current = common.checkpoint_model(current)
             upd_secs.append(common.seconds(t0))
             df.unpersist()
             preq.append(pq_k)

@@ -2,12 +2,23 @@ r"""A model version as numpy arrays: the form in which the gate, the prequential
 
 ``ModelArrays`` holds ``mu``, the rank and, per side, the sorted ids, biases, rating counts and factor rows; the
 Parquet factor tables of the store convert to and from it with pyarrow (``side_from_table`` /
-``table_from_side``).
+``table_from_side``). A time-aware model also holds its time terms (``time``, a
+:class:`~streamrec.core.temporal.TimeState`; None for a time-blind model).
 
-:func:`predict` (ids) / :func:`predict_rows` (row indices) is the one numpy form of the prediction rule
-``r̂ = mu + b_u + b_i + p_u · q_i`` with its fallbacks and clip: the gate (``streamrec.pipeline.tasks.rmse``), the
-prequential scores of the update task (``streamrec.spark.update``) and serving (``streamrec.pipeline.lookup``) all
-call it; ``streamrec.spark.evaluate.predict`` writes the same formula as Spark column expressions.
+:func:`predict` (ids) / :func:`predict_rows` (row indices) is the one numpy form of the prediction rule with its
+fallbacks and clip: the gate (``streamrec.pipeline.tasks.rmse``), the prequential scores of the update task
+(``streamrec.spark.update``) and serving (``streamrec.pipeline.lookup``) all call it;
+``streamrec.spark.evaluate.predict`` writes the same formula as Spark column expressions. The rule (biased matrix
+factorisation with Koren's time-aware baseline, "Collaborative filtering with temporal dynamics", KDD 2009, eq. 9
+and 10 with the per-day user term)::
+
+    r̂(u, i, t) = mu + b_u(t) + b_i(t) + p_u · q_i
+    b_u(t) = b_u + α_u · sign(t - t_u) · |t - t_u|^β + b_{u,day(t)}
+    b_i(t) = b_i + b_{i,Bin(t)}
+
+``t`` in days; for a time-blind model (and for every term switched off) ``b_u(t) = b_u`` and ``b_i(t) = b_i``:
+``r̂ = mu + b_u + b_i + p_u · q_i``, bit for bit the rule without time. ``streamrec.core.temporal`` defines the
+terms, what a time after the data uses (the latest state: never a bin with no data) and "now" (no time given).
 """
 
 from __future__ import annotations
@@ -18,6 +29,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
+
+from streamrec.core.temporal import NO_DAY, TimeConfig, TimeState, days_of
 
 ARROW_FACTOR_SCHEMA = pa.schema(
     [
@@ -36,6 +49,8 @@ class ModelArrays:
     ``user_factors`` is ``(n_users, rank)`` float64 C-contiguous, likewise ``item_factors``. ``user_n`` /
     ``item_n`` are the per-entity rating counts (zeros when not given) and ``n`` the total ratings absorbed.
     Look ids up with :meth:`user_rows` / :meth:`item_rows` (binary search over the sorted ids, -1 when unknown).
+    ``time``: the time terms, rows aligned with the sorted rows (attach them with :meth:`attach_time` once the
+    rows are sorted); None: a time-blind model.
     """
 
     mu: float
@@ -50,6 +65,7 @@ class ModelArrays:
     n: int = 0
     user_n: np.ndarray | None = None
     item_n: np.ndarray | None = None
+    time: TimeState | None = None
 
     def __post_init__(self) -> None:
         self.mu = float(self.mu)
@@ -61,6 +77,41 @@ class ModelArrays:
         self.item_ids, self.item_bias, self.item_factors, self.item_n = _normalise_side(
             "item", self.rank, self.item_ids, self.item_bias, self.item_factors, self.item_n
         )
+        if self.time is not None and len(self.time.t0) != len(self.user_ids):
+            raise ValueError(f"time terms of {len(self.time.t0)} users, the model has {len(self.user_ids)}")
+
+    def attach_time(self, config: TimeConfig, now: int | None, tables: dict[str, pa.Table]) -> ModelArrays:
+        """Set ``time`` from the three time tables (``streamrec.core.temporal.TIME_TABLES``) keyed by id."""
+        self.time = TimeState.from_tables(
+            config,
+            NO_DAY if now is None else int(now),
+            tables,
+            self.user_rows,
+            self.item_rows,
+            len(self.user_ids),
+        )
+        return self
+
+    def time_tables(self) -> dict[str, pa.Table]:
+        """The three time tables of a time-aware model, keyed by id (empty dict for a time-blind one)."""
+        return {} if self.time is None else self.time.tables(self.user_ids, self.item_ids)
+
+    def user_bias_now(self) -> np.ndarray:
+        """``b_u(now)`` of every user row: ``user_bias`` itself for a time-blind model (the same array), else
+        ``b_u + α_u · dev_u(min(now, last_u)) + b_{u,now}`` (what :func:`predict` adds for a user when no time
+        is given; ranking a user's items at now)."""
+        if self.time is None:
+            return self.user_bias
+        rows = np.arange(len(self.user_ids), dtype=np.int64)
+        return self.user_bias + self.time.user_term(rows, np.full(len(rows), self.time.now, dtype=np.int64))
+
+    def item_bias_now(self) -> np.ndarray:
+        """``b_i(now)`` of every item row: ``item_bias`` itself for a time-blind model (the same array), else
+        ``b_i + b_{i,Bin(now)}`` (what :func:`predict` adds for an item when no time is given)."""
+        if self.time is None:
+            return self.item_bias
+        rows = np.arange(len(self.item_ids), dtype=np.int64)
+        return self.item_bias + self.time.item_term(rows, np.full(len(rows), self.time.now, dtype=np.int64))
 
     @property
     def n_users(self) -> int:
@@ -127,6 +178,7 @@ class Parts(NamedTuple):
     user_factors: np.ndarray
     item_bias: np.ndarray
     item_factors: np.ndarray
+    time: TimeState | None = None
 
 
 def predict(
@@ -135,6 +187,7 @@ def predict(
     item_ids: Iterable[int] | np.ndarray,
     clip: tuple[float, float] | None = None,
     factors: bool = True,
+    time: Any = None,
 ) -> np.ndarray:
     r"""Predicted ratings of the aligned pairs ``(user_ids[k], item_ids[k])`` (float64 array).
 
@@ -154,8 +207,14 @@ def predict(
 
     ``factors=False``: the biases-only baseline ``mu + b_u + b_i`` (the dot product left out for every pair,
     fallbacks and clip as above), which the gate scores to show the factors earn their keep.
+
+    A time-aware model (``model.time`` set) adds its time terms (module docstring) at ``time``: the epoch-second
+    timestamps of the pairs (an array-like; NaN / NA for a missing one), or None for "now" (the latest day the
+    model has absorbed: what serving predicts). A known user adds ``b_u(t) - b_u``, a known item
+    ``b_i(t) - b_i``, in the order ``((((mu + b_u) + b_i) + user term) + item term) + p_u · q_i``. A time-blind
+    model ignores ``time``.
     """
-    return predict_rows(model, model.user_rows(user_ids), model.item_rows(item_ids), clip, factors)
+    return predict_rows(model, model.user_rows(user_ids), model.item_rows(item_ids), clip, factors, time)
 
 
 def predict_rows(
@@ -164,6 +223,7 @@ def predict_rows(
     item_rows: np.ndarray,
     clip: tuple[float, float] | None = None,
     factors: bool = True,
+    time: Any = None,
 ) -> np.ndarray:
     """:func:`predict` on row indices into ``model``'s arrays (``-1`` = unknown id) instead of ids: the rule,
     the fallbacks, the order of evaluation and the clip of :func:`predict`, which calls it after the lookup."""
@@ -175,6 +235,11 @@ def predict_rows(
     pred = np.full(len(u), float(model.mu), dtype=np.float64)
     pred[ku] += model.user_bias[u[ku]]
     pred[ki] += model.item_bias[i[ki]]
+    state = model.time
+    if state is not None:
+        day = days_of(time, len(u), state.now)
+        pred[ku] += state.user_term(u[ku], day[ku])
+        pred[ki] += state.item_term(i[ki], day[ki])
     if factors:
         both = ku & ki
         pred[both] += np.einsum("ij,ij->i", model.user_factors[u[both]], model.item_factors[i[both]])

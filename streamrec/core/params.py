@@ -194,6 +194,13 @@ class BootstrapParams(HyperParams):
     reg_user, reg_item: shrinkage of the biases, b_i = Σ(r - mu) / (reg_item + n_i), likewise b_u.
     bias_iterations: alternations of the user and item bias means (2 is converged to 1e-3 on MovieLens).
     seed: ALS initialisation; same data + same seed = same model.
+    time_bin_days, reg_time_bin: item-bias time bins b_{i,Bin(t)} of this many days (0 = off) and their λ.
+    user_drift, drift_beta, reg_drift: the user-bias drift α_u · dev_u(t) (1 = on, 0 = off), β and the λ of α_u.
+    user_day, reg_user_day: the per-day user bias b_{u,day} (1 = on, 0 = off) and its λ.
+    (Koren 2009, "Collaborative filtering with temporal dynamics"; see ``streamrec.core.temporal``.) Every time
+    term off = the time-blind model, bit for bit (the default). The λs and β are the values chosen on a
+    validation split of ml-latest-small's training part (``bench/accuracy.py --inner``); switched on with
+    ``time_bin_days=1500, user_drift=1, user_day=1`` they give test RMSE 0.8313 against 0.8395 time-blind.
     """
 
     rank: int = hyper_param(50, "ALS rank", "latent factors per user and item", min=1, max=1000)
@@ -209,6 +216,21 @@ class BootstrapParams(HyperParams):
         2, "bias alternations", "alternations of the user and item bias means", min=1
     )
     seed: int = hyper_param(42, "seed", "ALS initialisation: same data + same seed = same model")
+    time_bin_days: int = hyper_param(
+        0, "item-bias time bin (days)", "width of the bins of b_{i,Bin(t)}; 0 = no item bins", min=0
+    )
+    reg_time_bin: float = hyper_param(
+        25.0, "time-bin λ", "b_{i,bin} = Σ e / (reg_time_bin + n_{i,bin})", min=0
+    )
+    user_drift: int = hyper_param(0, "user drift", "1 = α_u · dev_u(t) on, 0 = off", min=0, max=1)
+    drift_beta: float = hyper_param(
+        0.4, "drift β", "dev_u(t) = sign(t - t_u) · |t - t_u|^β", exclusive_min=0, max=1
+    )
+    reg_drift: float = hyper_param(30.0, "drift λ", "α_u = Σ dev · e / (reg_drift + Σ dev²)", min=0)
+    user_day: int = hyper_param(0, "per-day user bias", "1 = b_{u,day} on, 0 = off", min=0, max=1)
+    reg_user_day: float = hyper_param(
+        10.0, "per-day λ", "b_{u,day} = Σ e / (reg_user_day + n_{u,day})", min=0
+    )
 
 
 @dataclass(frozen=True)

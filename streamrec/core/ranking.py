@@ -95,10 +95,10 @@ class Ranker:
     def of(
         cls, arrays: Any, rule: RankingRule = PLAIN, clip: tuple[float, float] = (-np.inf, np.inf)
     ) -> Ranker:
-        """From a ``ModelArrays`` (or anything with its item attributes and ``mu``)."""
-        return cls(
-            arrays.mu, arrays.item_ids, arrays.item_bias, arrays.item_factors, arrays.item_n, rule, clip
-        )
+        """From a ``ModelArrays`` (or anything with its item attributes and ``mu``); a time-aware model's items
+        at now (``ModelArrays.item_bias_now``: b_i + b_{i,Bin(now)})."""
+        bias = arrays.item_bias_now() if hasattr(arrays, "item_bias_now") else arrays.item_bias
+        return cls(arrays.mu, arrays.item_ids, bias, arrays.item_factors, arrays.item_n, rule, clip)
 
     def rows_of(self, item_ids: object) -> np.ndarray:
         """Sorted unique rows of the known ones among ``item_ids`` (None or empty: none)."""

@@ -8,6 +8,16 @@ The planted model (all draws from ``numpy.random`` seeded by ``SynthConfig.seed`
 ``clip_round`` rounds to the nearest point of the scale grid (``low + k * step``) and clips to ``[low, high]``.
 ``factor_sd`` defaults to ``sqrt(0.5 / sqrt(rank))`` so that the interaction ``p_u . q_i`` has sd 0.5.
 
+**Drift** (off by default; on, the biases move with time ``t``, epoch seconds)::
+
+    b_i(t) = b_i + a_i · (2 (t - start_ts) / (end_ts - start_ts) - 1)       a_i ~ N(0, item_drift_sd)
+    b_u(t) = b_u + c_u · (2 (t - arrival_u) / window_u - 1)                   c_u ~ N(0, user_drift_sd)
+
+i.e. each item's popularity moves linearly across the whole period and each user's bias linearly across its own
+rating window, from ``-a`` to ``+a`` (sizes known: ``Planted.item_drift`` / ``user_drift``, ``item_drift_at`` /
+``user_drift_at``). Their draws come from a stream of their own (``SeedSequence([seed, 2])``), taken only when a
+drift is on: with both sds 0 the data is the time-blind generator's, bit for bit.
+
 The shape of the data follows MovieLens:
 
 * item popularity is a power law: the item of popularity rank ``k`` is drawn with weight ``k ** -a``
@@ -66,6 +76,8 @@ class SynthConfig:
     end_ts: int = 1_540_000_000
     scale: RatingScale = field(default=HALF_STAR)
     seed: int = 42
+    item_drift_sd: float = 0.0
+    user_drift_sd: float = 0.0
 
     def __post_init__(self) -> None:
         if min(self.n_users, self.n_items, self.rank) < 1 or self.n_ratings < 0:
@@ -79,6 +91,12 @@ class SynthConfig:
             )
         if self.sigma < 0 or self.window_days <= 0 or self.activity_sigma < 0:
             raise ValueError("sigma, activity_sigma must be >= 0 and window_days > 0")
+        if self.item_drift_sd < 0 or self.user_drift_sd < 0:
+            raise ValueError(f"drift sds must be >= 0: {self.item_drift_sd}, {self.user_drift_sd}")
+
+    @property
+    def drifts(self) -> bool:
+        return self.item_drift_sd > 0 or self.user_drift_sd > 0
 
     @property
     def effective_factor_sd(self) -> float:
@@ -93,6 +111,8 @@ class SynthConfig:
         d = dataclasses.asdict(self)
         d["scale"] = str(self.scale)
         d["factor_sd"] = self.effective_factor_sd
+        if not self.drifts:  # the time-blind generator's description, as it always was
+            del d["item_drift_sd"], d["user_drift_sd"]
         return d
 
 
@@ -124,6 +144,23 @@ class Planted:
     window: np.ndarray  # seconds
     grid_text: list[str]
     grid: np.ndarray
+    item_drift: np.ndarray | None = None  # a_i per item index (None: no drift)
+    user_drift: np.ndarray | None = None  # c_u per user index
+    span: tuple[float, float] = (0.0, 1.0)  # (start_ts, end_ts)
+
+    def item_drift_at(self, item: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        """The planted item drift ``b_i(t) - b_i`` of item indices at epoch seconds ``ts`` (0 without drift)."""
+        if self.item_drift is None:
+            return np.zeros(len(item))
+        start, end = self.span
+        return self.item_drift[item] * (2.0 * (ts - start) / (end - start) - 1.0)
+
+    def user_drift_at(self, user: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        """The planted user drift ``b_u(t) - b_u`` of user indices at epoch seconds ``ts`` (0 without drift)."""
+        if self.user_drift is None:
+            return np.zeros(len(user))
+        frac = (ts - self.arrival[user]) / np.maximum(self.window[user], 1.0)
+        return self.user_drift[user] * (2.0 * np.clip(frac, 0.0, 1.0) - 1.0)
 
     @classmethod
     def build(cls, cfg: SynthConfig) -> Planted:
@@ -145,7 +182,13 @@ class Planted:
         window = np.exp(rng.normal(math.log(cfg.window_days * _DAY), 1.5, nu))
         window = np.minimum(window, cfg.end_ts - arrival)
         text, grid = _grid(cfg.scale)
-        return cls(user_ids, user_bias, item_bias, p, q, cdf, counts, arrival, window, text, grid)
+        planted = cls(user_ids, user_bias, item_bias, p, q, cdf, counts, arrival, window, text, grid)
+        if cfg.drifts:  # a stream of its own: the draws above are the time-blind generator's
+            drift = np.random.default_rng(np.random.SeedSequence([cfg.seed, 2]))
+            planted.item_drift = drift.normal(0.0, cfg.item_drift_sd, ni)
+            planted.user_drift = drift.normal(0.0, cfg.user_drift_sd, nu)
+            planted.span = (float(cfg.start_ts), float(cfg.end_ts))
+        return planted
 
 
 def _activity(rng: np.random.Generator, cfg: SynthConfig) -> np.ndarray:
@@ -251,6 +294,8 @@ def units(cfg: SynthConfig, planted: Planted) -> Iterator[Unit]:
             + planted.item_bias[item]
             + np.einsum("ij,ij->i", planted.p[user], planted.q[item])
         )
+        if cfg.drifts:
+            pred = pred + planted.item_drift_at(item, ts) + planted.user_drift_at(user, ts)
         noisy = pred + rng.normal(0.0, cfg.sigma, user.size)
         idx = np.clip(np.rint((noisy - scale.low) / scale.step), 0, top).astype(np.uint16)
         err = np.clip(pred, scale.low, scale.high) - planted.grid[idx]

@@ -265,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rank", type=int, default=SynthConfig.rank)
     ap.add_argument("--sigma", type=float, default=SynthConfig.sigma)
     ap.add_argument("--seed", type=int, default=SynthConfig.seed)
+    ap.add_argument("--item-drift-sd", type=float, default=0.0, help="planted item-bias drift (0: none)")
+    ap.add_argument("--user-drift-sd", type=float, default=0.0, help="planted user-bias drift (0: none)")
     ap.add_argument(
         "--scale", type=RatingScale.parse, default=HALF_STAR, help="LOW:HIGH:STEP, e.g. 0.5:5:0.5"
     )
@@ -278,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
         sigma=args.sigma,
         seed=args.seed,
         scale=args.scale,
+        item_drift_sd=args.item_drift_sd,
+        user_drift_sd=args.user_drift_sd,
     )
     truth = write_dataset(
         cfg,

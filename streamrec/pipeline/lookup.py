@@ -78,10 +78,10 @@ class Recommender:
             raise ValueError(f"invalid scale {scale!r}")
         self.mu = float(arrays.mu)
         self._item_ids = arrays.item_ids
-        self._item_bias = arrays.item_bias
+        self._item_bias = arrays.item_bias_now()
         self._item_factors = np.ascontiguousarray(arrays.item_factors, dtype=np.float64)
         self._user_factors = arrays.user_factors
-        self._user_bias = arrays.user_bias
+        self._user_bias = arrays.user_bias_now()  # b_u(now): a time-aware model ranks at now
         self.rule = rule if rule is not None else RankingRule.of_manifest(arrays.manifest)
         self.ranker = Ranker.of(arrays, self.rule, (self.low, self.high))
 
@@ -144,6 +144,6 @@ class Recommender:
             rows, scores = self.ranker.top(None, None, self._seen_rows(user), k)
         else:
             rows, scores = self.ranker.top(
-                float(self.arrays.user_bias[u]), self.arrays.user_factors[u], self._seen_rows(user), k
+                float(self._user_bias[u]), self.arrays.user_factors[u], self._seen_rows(user), k
             )
         return [(int(i), float(s)) for i, s in zip(self._item_ids[rows], scores, strict=True)]

@@ -209,7 +209,8 @@ def _key_in(bucket: Bucket, uri: str) -> tuple[Bucket, str]:
 
 
 def read_ratings_arrays(bucket: Bucket, uris: Sequence[str]) -> dict[str, np.ndarray]:
-    """The Parquet ratings under ``uris`` (folders written by Spark) as numpy ``user``, ``item``, ``rating``."""
+    """The Parquet ratings under ``uris`` (folders written by Spark) as numpy ``user``, ``item``, ``rating`` and
+    ``ts`` (epoch seconds as float64, NaN where missing: a time-aware model predicts at each rating's time)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -219,15 +220,24 @@ def read_ratings_arrays(bucket: Bucket, uris: Sequence[str]) -> dict[str, np.nda
         for obj in b.list(prefix):
             name = obj.key.rsplit("/", 1)[-1]
             if name.endswith(".parquet") and not name.startswith(("_", ".")):
-                t = pq.read_table(pa.BufferReader(b.read_bytes(obj.key)), columns=["user", "item", "rating"])
-                tables.append(t)
+                t = pq.read_table(pa.BufferReader(b.read_bytes(obj.key)))
+                ts = (
+                    t.column("ts").cast(pa.float64())
+                    if "ts" in t.column_names
+                    else pa.nulls(len(t), pa.float64())
+                )
+                tables.append(t.select(["user", "item", "rating"]).append_column("ts", ts))
     if not tables:
-        return {k: np.zeros(0, dt) for k, dt in (("user", np.int64), ("item", np.int64), ("rating", float))}
+        return {
+            k: np.zeros(0, dt)
+            for k, dt in (("user", np.int64), ("item", np.int64), ("rating", float), ("ts", float))
+        }
     t = pa.concat_tables(tables, promote_options="permissive")
     return {
         "user": np.asarray(t.column("user").to_numpy(), dtype=np.int64),
         "item": np.asarray(t.column("item").to_numpy(), dtype=np.int64),
         "rating": np.asarray(t.column("rating").to_numpy(), dtype=np.float64),
+        "ts": t.column("ts").to_numpy(zero_copy_only=False).astype(np.float64),
     }
 
 
@@ -238,7 +248,7 @@ def rmse(
     clipped to ``[low, high]``) on ``rows``; ``factors=False``: the biases-only baseline. None when no rows."""
     if len(rows["rating"]) == 0:
         return None
-    pred = predict(arrays, rows["user"], rows["item"], clip=(low, high), factors=factors)
+    pred = predict(arrays, rows["user"], rows["item"], clip=(low, high), factors=factors, time=rows.get("ts"))
     err = rows["rating"] - pred
     return float(np.sqrt(np.mean(err * err)))
 

@@ -25,6 +25,13 @@ issue's measurement). Fitting the factors on the bias residuals gives one consis
 biases carry most of the signal on MovieLens-like data and the factors explain what is left. Alternating biases
 and factors again (backfitting) was tried during development and gained nothing on MovieLens, so it is not done.
 
+**Time-aware biases** (``BootstrapParams`` ``time_bin_days`` / ``user_drift`` / ``user_day``; Koren 2009,
+"Collaborative filtering with temporal dynamics"): stage 2 also fits an item bias per time bin, a drifting user
+bias α_u · dev_u(t) and a per-day user bias, by the same alternating shrunk means (``streamrec.spark.temporal``),
+and stage 3 runs ALS on what all of them leave. The model then predicts
+``r̂(u, i, t) = mu + b_u(t) + b_i(t) + p_u · q_i`` (``streamrec.core.arrays``). With every time term off the fit
+is the one above, step for step (same model, same bits).
+
 Spark ALS needs 32-bit ids; ours are 64-bit. Ids that fit (the usual case) go to ALS as they are; otherwise they
 are mapped to dense indexes for the fit and back afterwards.
 The checkpoint directory (set by ``streamrec.spark.session.get_session``) bounds ALS lineage. Same data + same seed gives
@@ -38,7 +45,9 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from streamrec.core.params import BootstrapParams
-from streamrec.core.schema import ITEM, RATING, USER
+from streamrec.core.schema import ITEM, RATING, TS, USER
+from streamrec.core.temporal import TimeConfig
+from streamrec.spark import temporal
 from streamrec.spark.model import FactorModel
 
 
@@ -95,16 +104,32 @@ def _dense_index(ids: DataFrame, col: str) -> DataFrame:
 def fit(ratings: DataFrame, params: BootstrapParams | None = None) -> FactorModel:
     """Fit the biased factor model on ``ratings`` (``schema.RATINGS_SCHEMA``). See the module docstring."""
     p = params or BootstrapParams()
+    cfg = TimeConfig.from_params(p)
     spark = ratings.sparkSession
-    ratings = ratings.select(USER, ITEM, RATING).cache()
-    stats = ratings.agg(
-        F.count("*").alias("n"), F.avg(RATING).alias("mu"), F.max(USER).alias("u"), F.max(ITEM).alias("i")
-    ).first()
+    if cfg is None:
+        ratings = ratings.select(USER, ITEM, RATING).cache()
+        stats = ratings.agg(
+            F.count("*").alias("n"), F.avg(RATING).alias("mu"), F.max(USER).alias("u"), F.max(ITEM).alias("i")
+        ).first()
+    else:
+        ratings = ratings.select(USER, ITEM, RATING, TS).cache()
+        stats = ratings.agg(
+            F.count("*").alias("n"),
+            F.avg(RATING).alias("mu"),
+            F.max(USER).alias("u"),
+            F.max(ITEM).alias("i"),
+            F.max(temporal.day_col(F.col(TS))).alias("now"),
+        ).first()
     n, mu = int(stats["n"]), float(stats["mu"])
     if n == 0:
         raise ValueError("cannot bootstrap a model from zero ratings")
 
-    user_bias, item_bias = fit_biases(ratings, mu, p.reg_user, p.reg_item, p.bias_iterations)
+    time = None
+    if cfg is None:
+        user_bias, item_bias = fit_biases(ratings, mu, p.reg_user, p.reg_item, p.bias_iterations)
+    else:
+        tb = temporal.fit_biases(ratings, mu, p, cfg, None if stats["now"] is None else int(stats["now"]))
+        user_bias, item_bias, time = tb.user_bias.cache(), tb.item_bias.cache(), tb.time
     # Ids that fit in 32 bits (ids are > 0) go to ALS as they are; otherwise through a dense index.
     uidx = (
         _identity_index(user_bias, USER) if stats["u"] <= _INT_MAX else _dense_index(user_bias, USER).cache()
@@ -113,15 +138,19 @@ def fit(ratings: DataFrame, params: BootstrapParams | None = None) -> FactorMode
         _identity_index(item_bias, ITEM) if stats["i"] <= _INT_MAX else _dense_index(item_bias, ITEM).cache()
     )
 
-    resid = (
-        ratings.join(user_bias.select(USER, "b_u"), USER)
-        .join(item_bias.select(ITEM, "b_i"), ITEM)
-        .join(uidx, USER)
-        .withColumnRenamed("idx", "uix")
-        .join(iidx, ITEM)
-        .withColumnRenamed("idx", "iix")
-        .select("uix", "iix", (F.col(RATING) - F.lit(mu) - F.col("b_u") - F.col("b_i")).alias("e"))
-    )
+    if cfg is None:
+        resid = (
+            ratings.join(user_bias.select(USER, "b_u"), USER)
+            .join(item_bias.select(ITEM, "b_i"), ITEM)
+            .join(uidx, USER)
+            .withColumnRenamed("idx", "uix")
+            .join(iidx, ITEM)
+            .withColumnRenamed("idx", "iix")
+            .select("uix", "iix", (F.col(RATING) - F.lit(mu) - F.col("b_u") - F.col("b_i")).alias("e"))
+        )
+    else:
+        resid = _indexed(tb.residuals, USER, uidx, stats["u"] <= _INT_MAX, "uix")
+        resid = _indexed(resid, ITEM, iidx, stats["i"] <= _INT_MAX, "iix").select("uix", "iix", "e")
     blocks = max(2, spark.sparkContext.defaultParallelism)
     als = ALS(
         rank=p.rank,
@@ -157,4 +186,11 @@ def fit(ratings: DataFrame, params: BootstrapParams | None = None) -> FactorMode
     users = side(user_bias, uidx, USER, "b_u", "n_u", als_model.userFactors)
     items = side(item_bias, iidx, ITEM, "b_i", "n_i", als_model.itemFactors)
     ratings.unpersist()
-    return FactorModel(mu=mu, n=n, rank=p.rank, users=users, items=items)
+    return FactorModel(mu=mu, n=n, rank=p.rank, users=users, items=items, time=time)
+
+
+def _indexed(df: DataFrame, key: str, idx: DataFrame, identity: bool, name: str) -> DataFrame:
+    """``df`` plus its ALS index column ``name``: the id itself when ids fit in 32 bits, else through ``idx``."""
+    if identity:
+        return df.withColumn(name, F.col(key).cast("int"))
+    return df.join(idx, key).withColumnRenamed("idx", name)

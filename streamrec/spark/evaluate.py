@@ -8,7 +8,10 @@ there, SPARK-14489)::
     unknown item          mu + b_u
     both unknown          mu
 
-clipped to the rating scale. Every metric reports how many rows used each fallback. This is the formula of
+clipped to the rating scale; a time-aware model adds its time terms at the rating's ``ts`` (``now`` when null)
+for a known user and a known item, ``mu + b_u + b_i + T_u(t) + T_i(t) + p_u · q_i``
+(``streamrec.spark.temporal.with_terms``; the rule of ``streamrec.core.temporal``). Every metric reports how many
+rows used each fallback. This is the formula of
 ``streamrec.core.arrays.predict`` (the numpy form the gate, the update task's prequential scores and serving
 call), written here as Spark column expressions so that it scales with the data; ``tests/test_predict.py`` checks
 that the two agree to 1e-9 on a model with cold users and items. They agree to rounding, not to the bit: the dot
@@ -35,7 +38,8 @@ import numpy as np
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from streamrec.core.schema import HALF_STAR, ITEM, RATING, USER, RatingScale
+from streamrec.core.schema import HALF_STAR, ITEM, RATING, TS, USER, RatingScale
+from streamrec.spark import temporal
 from streamrec.spark.model import FactorModel
 
 FALLBACKS = ("none", "user_unknown", "item_unknown", "both_unknown")
@@ -55,12 +59,14 @@ def predict(model: FactorModel, ratings: DataFrame, scale: RatingScale = HALF_ST
     j = ratings.join(u, USER, "left").join(i, ITEM, "left")
     dot = F.aggregate(F.zip_with("_p_u", "_q_i", lambda a, b: a * b), F.lit(0.0), lambda acc, x: acc + x)
     known_u, known_i = F.col("_b_u").isNotNull(), F.col("_b_i").isNotNull()
-    raw = (
-        F.lit(model.mu)
-        + F.coalesce(F.col("_b_u"), F.lit(0.0))
-        + F.coalesce(F.col("_b_i"), F.lit(0.0))
-        + F.when(known_u & known_i, dot).otherwise(F.lit(0.0))
-    )
+    biases = F.lit(model.mu) + F.coalesce(F.col("_b_u"), F.lit(0.0)) + F.coalesce(F.col("_b_i"), F.lit(0.0))
+    if model.time is not None:  # the time terms at ts (now when null): only of a known user / item
+        if TS not in j.columns:
+            j = j.withColumn(TS, F.lit(None).cast("long"))
+        j = temporal.with_terms(j, model.time)
+        biases = biases + F.when(known_u, F.col("_t_u")).otherwise(F.lit(0.0))
+        biases = biases + F.when(known_i, F.col("_t_i")).otherwise(F.lit(0.0))
+    raw = biases + F.when(known_u & known_i, dot).otherwise(F.lit(0.0))
     fallback = (
         F.when(known_u & known_i, "none")
         .when(known_i, "user_unknown")
@@ -71,7 +77,7 @@ def predict(model: FactorModel, ratings: DataFrame, scale: RatingScale = HALF_ST
     return (
         j.withColumn("prediction", clipped)
         .withColumn("fallback", fallback)
-        .drop("_b_u", "_b_i", "_p_u", "_q_i")
+        .drop("_b_u", "_b_i", "_p_u", "_q_i", "_t_u", "_t_i")
     )
 
 
@@ -126,10 +132,18 @@ def ranking_metrics(
     relevant_at: float = 4.0,
     block: int = 256,
 ) -> dict:
-    """precision@k and NDCG@k over holdout users (see the module docstring)."""
+    """precision@k and NDCG@k over holdout users (see the module docstring); a time-aware model ranks by its
+    biases now (``b_i(now)``; the user's terms are one constant per user)."""
     users = holdout.select(USER).distinct()
     u_ids, u_bias, u_f = _arrays(model.users.join(users.withColumnRenamed(USER, "id"), "id"))
-    i_ids, i_bias, i_f = _arrays(model.items)
+    items = model.items
+    if model.time is not None:  # rank by b_i(now), as serving does (``ModelArrays.item_bias_now``)
+        at_now = items.select(
+            F.col("id").alias(ITEM), F.lit(None).cast("long").alias(USER), F.lit(None).cast("long").alias(TS)
+        )
+        terms = temporal.with_terms(at_now, model.time).select(F.col(ITEM).alias("id"), "_t_i")
+        items = items.join(terms, "id").withColumn("bias", F.col("bias") + F.col("_t_i"))
+    i_ids, i_bias, i_f = _arrays(items)
     if len(u_ids) == 0 or len(i_ids) == 0:
         return {f"precision@{k}": None, f"ndcg@{k}": None, "users": 0}
     order = np.argsort(i_ids)

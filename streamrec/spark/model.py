@@ -4,6 +4,8 @@
 (one row per entity). :func:`write_model` / :func:`load_model` move it in and out of a
 :class:`~streamrec.storage.store.ModelStore` with Spark's own Parquet I/O; :func:`to_arrays` collects a small one
 to the driver as :class:`~streamrec.core.arrays.ModelArrays` (the numpy form every other layer reads).
+A time-aware model also carries its time terms (``time``: :class:`~streamrec.spark.temporal.TimeFrames`; the
+store's optional tables ``user_time``, ``item_bins``, ``user_days`` and the manifest's ``time``).
 """
 
 from __future__ import annotations
@@ -15,21 +17,30 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from streamrec.core.arrays import ModelArrays, side_from_table
+from streamrec.core.temporal import TimeConfig
 from streamrec.spark.schema import FACTOR_SCHEMA
+from streamrec.spark.temporal import SCHEMAS as TIME_SCHEMAS
+from streamrec.spark.temporal import TimeFrames
 from streamrec.storage.store import OPTIONAL_TABLES, SIDES, ModelStore
 
 
 @dataclass
 class FactorModel:
+    """``time``: the time terms of a time-aware model (``streamrec.spark.temporal.TimeFrames``), None for a
+    time-blind one."""
+
     mu: float
     n: int
     rank: int
     users: DataFrame
     items: DataFrame
+    time: TimeFrames | None = None
 
     def cache(self) -> FactorModel:
         self.users = self.users.cache()
         self.items = self.items.cache()
+        if self.time is not None:
+            self.time.cache()
         return self
 
 
@@ -37,7 +48,14 @@ def to_arrays(model: FactorModel, manifest: dict | None = None) -> ModelArrays:
     """Collect a (small) Spark ``FactorModel`` to the driver as arrays."""
     users = side_from_table(model.users.select("id", "bias", "n", "factors").toArrow(), model.rank, "users")
     items = side_from_table(model.items.select("id", "bias", "n", "factors").toArrow(), model.rank, "items")
-    return ModelArrays.from_sides(model.mu, model.rank, users, items, dict(manifest or {}), model.n)
+    arrays = ModelArrays.from_sides(model.mu, model.rank, users, items, dict(manifest or {}), model.n)
+    if model.time is not None:
+        tables = {
+            name: df.select(*TIME_SCHEMAS[name].fieldNames()).toArrow()
+            for name, df in model.time.tables().items()
+        }
+        arrays.attach_time(model.time.config, model.time.now, tables)
+    return arrays
 
 
 def write_model(
@@ -57,6 +75,9 @@ def write_model(
     before the manifest, listed in it, each file sorted by ``user`` (then ``rank``).
     """
     version = store.begin_write(version)
+    if model.time is not None:  # a time-aware model: its time tables, config and "now"
+        extra = {**(extra or {}), **_time_tables(model.time)}
+        manifest = {**manifest, "time": {"config": model.time.config.as_dict(), "now": model.time.now}}
     counts: dict[str, int] = {}
     for side, df in (("users", model.users), ("items", model.items)):
         out = df.select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in FACTOR_SCHEMA.fields])
@@ -70,7 +91,8 @@ def write_model(
             out = extra[name]
             if store.table_files:
                 out = out.repartition(store.table_files)
-            out = out.sortWithinPartitions(*[c for c in ("user", "rank") if c in out.columns])
+            order = [c for c in ("user", "rank") if c in out.columns]  # (time tables: as they come)
+            out = out.sortWithinPartitions(*order) if order else out
             out.write.mode("overwrite").parquet(store.table_uri(version, name))
             written.append(name)
     files = store.data_files(version, tuple(written))
@@ -93,10 +115,30 @@ def load_model(store: ModelStore, spark: SparkSession, version: str | None = Non
             tables[side] = spark.read.schema(FACTOR_SCHEMA).parquet(*uris)
         else:
             tables[side] = spark.createDataFrame([], FACTOR_SCHEMA)
+    time = None
+    if doc.get("time"):  # a time-aware version (one without ``time`` is time-blind, as every older one)
+        frames = {}
+        for name, schema in TIME_SCHEMAS.items():
+            uris = [store.bucket.spark_uri(k) for k in store.table_keys(version, name, doc) or []]
+            frames[name] = (
+                spark.read.schema(schema).parquet(*uris) if uris else spark.createDataFrame([], schema)
+            )
+        now = doc["time"].get("now")
+        config = TimeConfig.from_dict(doc["time"]["config"])
+        time = TimeFrames(config, None if now is None else int(now), **frames)
     return FactorModel(
         mu=float(doc["mu"]),
         n=int(doc["n_ratings"]),
         rank=int(doc["rank"]),
         users=tables["users"],
         items=tables["items"],
+        time=time,
     )
+
+
+def _time_tables(time: TimeFrames) -> dict[str, DataFrame]:
+    """The time tables in the store's column types (``streamrec.spark.temporal.SCHEMAS``)."""
+    return {
+        name: df.select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in TIME_SCHEMAS[name].fields])
+        for name, df in time.tables().items()
+    }

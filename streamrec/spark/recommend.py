@@ -11,6 +11,8 @@ without streamrec; the files to read are those the manifest lists under ``tables
 Every user gets exactly the items and scores :class:`streamrec.pipeline.lookup.Recommender` returns for that
 version (both call ``streamrec.core.ranking.Ranker.top``), bit for bit. Users of the seen table that the model
 does not know (every rating of theirs held out for validation) get the cold-start ranking, as in the lookup.
+A time-aware model ranks at now, as the lookup: items by ``b_i(now)``, users by ``b_u(now)``
+(``ModelArrays.item_bias_now`` / ``user_bias_now``; the user's drift through ``core.temporal.drift_term``).
 
 **Where it runs, and why there.** Inside the bootstrap / update job, on the model it has just built, before
 the manifest (``streamrec.spark.model.write_model``): the recommendations appear atomically with their
@@ -40,7 +42,9 @@ from pyspark.sql import functions as F
 
 from streamrec.core.arrays import side_from_table
 from streamrec.core.ranking import Ranker, RankingRule
-from streamrec.core.schema import USER
+from streamrec.core.schema import ITEM, USER
+from streamrec.core.temporal import NO_DAY, drift_term
+from streamrec.spark import temporal
 from streamrec.spark.model import FactorModel
 
 RECOMMENDATIONS_DDL = "user long, rank int, item long, score double"
@@ -56,8 +60,17 @@ def recommend_all(
     """The top-``rule.top_k`` of every user of ``model`` (and of ``seen``), a lazy DataFrame of
     :data:`RECOMMENDATIONS_DDL`; ``seen`` (a seen table, ``streamrec.spark.seen``) None: nothing excluded."""
     spark = model.users.sparkSession
+    items = model.items
+    if model.time is not None:  # b_i(now) = b_i + b_{i,Bin(now)} (ModelArrays.item_bias_now)
+        at_now = items.select(
+            F.col("id").alias(ITEM),
+            F.lit(None).cast("long").alias(USER),
+            F.lit(None).cast("long").alias("ts"),
+        )
+        terms = temporal.with_terms(at_now, model.time).select(F.col(ITEM).alias("id"), "_t_i")
+        items = items.join(terms, "id").withColumn("bias", F.col("bias") + F.col("_t_i"))
     ids, bias, counts, factors = side_from_table(
-        model.items.select("id", "bias", "n", "factors").toArrow(), model.rank, "items"
+        items.select("id", "bias", "n", "factors").toArrow(), model.rank, "items"
     )
     order = np.argsort(ids, kind="stable")
     item_side = (ids[order], bias[order], counts[order], np.ascontiguousarray(factors[order]))
@@ -65,6 +78,19 @@ def recommend_all(
         {"mu": float(model.mu), "items": item_side, "rule": rule.as_dict(), "clip": tuple(map(float, clip))}
     )
     users = model.users.select(F.col("id").alias(USER), "bias", "factors")
+    cfg = None if model.time is None else model.time.config  # (the task's closure holds no DataFrame)
+    now = NO_DAY if model.time is None or model.time.now is None else int(model.time.now)
+    if model.time is not None:  # the user's terms at now, added in the task as ModelArrays.user_bias_now does
+        ut = model.time.user_time.select(
+            F.col("id").alias(USER),
+            F.col("t0").alias("_t0"),
+            F.col("alpha").alias("_a"),
+            F.col("last").alias("_last"),
+        )
+        ud = model.time.user_days.where(F.col("day") == F.lit(now)).select(
+            F.col("id").alias(USER), F.col("bias").alias("_b_ud")
+        )
+        users = users.join(ut, USER, "left").join(ud, USER, "left")
     if seen is not None:
         users = users.join(seen.select(USER, "items"), USER, "full_outer")
     else:
@@ -80,6 +106,14 @@ def recommend_all(
         )
         for pdf in batches:
             out_u, out_r, out_i, out_s = [], [], [], []
+            if cfg is not None:
+                last = pdf["_last"].fillna(NO_DAY).to_numpy(np.int64)
+                drift = drift_term(
+                    cfg, pdf["_a"].fillna(0.0), pdf["_t0"].fillna(0.0), last, np.full(len(pdf), now)
+                )
+                pdf = pdf.assign(
+                    bias=pdf["bias"].to_numpy(np.float64) + (drift + pdf["_b_ud"].fillna(0.0).to_numpy())
+                )
             for user, b_u, p_u, rated in zip(
                 pdf[USER].to_numpy(),
                 pdf["bias"].to_numpy(),

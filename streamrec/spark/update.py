@@ -17,6 +17,12 @@ code removed:
 
 The equations are in ``streamrec.core.sgd`` (the numpy core, which is where the unit tests point).
 
+**A time-aware model** (``FactorModel.time``; Koren 2009, ``streamrec.core.temporal``): the partition also
+moves the time terms it touches (``sgd.absorb_timed``): the item biases of the bins its ratings fall in (a bin
+opens when its first rating arrives), the drift α_u and the day biases of its users; ``now`` becomes its
+latest day. The task gathers those rows too (``streamrec.spark.temporal.gather``: a user's ``user_time`` row,
+every bin of an item, the (user, day) rows of the batch) and they are merged back the same way.
+
 How it runs on Spark (the talk's partitioning point): the touched sub-problem (B's ratings and the current rows
 of the users and items in B) is gathered by joins, shipped to one grouped-map task (``applyInPandas``), which runs
 the passes in numpy, and the new rows are merged back once. Nothing is collected to the driver (it receives a few
@@ -45,8 +51,9 @@ from pyspark.sql import functions as F
 from streamrec.core import sgd
 from streamrec.core.arrays import Parts, predict_rows
 from streamrec.core.params import UpdateParams
-from streamrec.core.schema import HALF_STAR, ITEM, RATING, USER, RatingScale
-from streamrec.spark import evaluate
+from streamrec.core.schema import HALF_STAR, ITEM, RATING, TS, USER, RatingScale
+from streamrec.core.temporal import NO_DAY, TimeConfig, TimeState, days_of
+from streamrec.spark import evaluate, temporal
 from streamrec.spark.model import FactorModel
 from streamrec.spark.schema import FACTOR_SCHEMA
 
@@ -86,30 +93,52 @@ def _side(rows: pd.DataFrame, rank: int) -> tuple[sgd.Side, np.ndarray]:
 
 
 def _scores(
-    u, i, r, mu, users: sgd.Side, items: sgd.Side, known_u, known_i, scale: RatingScale
+    u,
+    i,
+    r,
+    mu,
+    users: sgd.Side,
+    items: sgd.Side,
+    known_u,
+    known_i,
+    scale: RatingScale,
+    time: TimeState | None = None,
+    ts: np.ndarray | None = None,
 ) -> list[float]:
     """What ``evaluate.predict`` + ``error_metrics`` sum, in numpy: Σ ε², Σ |ε| and the fallback counts of the
     ratings ``r`` under the state given. ``u`` / ``i`` are rows of the touched sides; a row not ``known`` yet
-    is an unknown id (``-1`` for ``arrays.predict_rows``: no bias, no dot product), the prediction clipped."""
+    is an unknown id (``-1`` for ``arrays.predict_rows``: no bias, no dot product), the prediction clipped.
+    ``time`` / ``ts``: a time-aware model's time terms (rows of the touched sides) and the ratings' times."""
     ku, ki = known_u[u], known_i[i]
-    parts = Parts(mu, users.bias, users.factors, items.bias, items.factors)
-    pred = predict_rows(parts, np.where(ku, u, -1), np.where(ki, i, -1), clip=(scale.low, scale.high))
+    parts = Parts(mu, users.bias, users.factors, items.bias, items.factors, time)
+    pred = predict_rows(
+        parts, np.where(ku, u, -1), np.where(ki, i, -1), clip=(scale.low, scale.high), time=ts
+    )
     err = r - pred
     fallback = np.where(ku & ki, 0, np.where(ki, 1, np.where(ku, 2, 3)))
     return [float(err @ err), float(np.abs(err).sum()), *map(float, np.bincount(fallback, minlength=4))]
 
 
-def _absorb_group(mu: float, n: int, rank: int, params: UpdateParams, scale: RatingScale):
+def _absorb_group(
+    mu: float,
+    n: int,
+    rank: int,
+    params: UpdateParams,
+    scale: RatingScale,
+    time: tuple[TimeConfig, int | None] | None = None,
+):
     """The grouped-map function: one pandas frame holding the whole touched sub-problem of a sequence of
     partitions (ratings tagged with their position ``seq``) -> the new rows of every touched entity, plus one
     ``m`` row per non-empty partition (``id`` = seq, ``bias`` = mu after it, ``n`` = |B|, ``stats`` = its
-    prequential sums, see ``_STATS``)."""
+    prequential sums, see ``_STATS``). ``time``: a time-aware model's config and ``now`` (its time rows are in
+    the frame, and out; an ``m`` row's ``key`` is ``now`` after its partition)."""
 
     def run(pdf: pd.DataFrame) -> pd.DataFrame:
         # Spark does not promise the order of a group's rows (local mode happens to keep it; a cluster's
         # shuffle need not): sorted, the floating-point sums run in one order and a retried or re-run update
         # gives the same bits wherever it runs.
-        pdf = pdf.sort_values(["kind", "seq", USER, ITEM, RATING], kind="mergesort", na_position="first")
+        order = ["kind", "seq", USER, ITEM, RATING] + ([TS, "key"] if time is not None else [])
+        pdf = pdf.sort_values(order, kind="mergesort", na_position="first")
         r = pdf[pdf["kind"] == "r"]
         users, known_u = _side(pdf[pdf["kind"] == "u"], rank)
         items, known_i = _side(pdf[pdf["kind"] == "i"], rank)
@@ -117,17 +146,39 @@ def _absorb_group(mu: float, n: int, rank: int, params: UpdateParams, scale: Rat
         i_all = pd.Index(items.ids).get_indexer(r[ITEM].to_numpy(np.int64))
         r_all = r[RATING].to_numpy(np.float64)
         seq = r["seq"].to_numpy(np.int64)
+        state = ts_all = day_all = None
+        if time is not None:
+            state = temporal.state_from_rows(pdf, time[0], time[1], users.ids, items.ids)
+            ts_all = r[TS].to_numpy(np.float64, na_value=np.nan)
+            day_all = days_of(ts_all, len(ts_all), NO_DAY)  # no timestamp: moves no time term
         mu_k, n_k, meta = mu, n, []
         for k in np.unique(seq):
             s, t = np.searchsorted(seq, k, "left"), np.searchsorted(seq, k, "right")
             u, i, rk = u_all[s:t], i_all[s:t], r_all[s:t]
-            stats = _scores(u, i, rk, mu_k, users, items, known_u, known_i, scale)  # before absorbing B_k
+            ts_k = None if ts_all is None else ts_all[s:t]
+            # before absorbing B_k
+            stats = _scores(u, i, rk, mu_k, users, items, known_u, known_i, scale, state, ts_k)
             mu_k = (mu_k * n_k + float(rk.sum())) / (n_k + len(rk))
             n_k += len(rk)
             # B_k's own sub-problem (its entities in id order), folded, and written back
             ur, ir = np.unique(u), np.unique(i)
             lu, li = np.searchsorted(ur, u), np.searchsorted(ir, i)
-            new_u, new_i = sgd.absorb(lu, li, rk, mu_k, _take(users, ur), _take(items, ir), params)
+            if state is None:
+                new_u, new_i = sgd.absorb(lu, li, rk, mu_k, _take(users, ur), _take(items, ir), params)
+            else:
+                assert day_all is not None
+                new_u, new_i, sub = sgd.absorb_timed(
+                    lu,
+                    li,
+                    rk,
+                    day_all[s:t],
+                    mu_k,
+                    _take(users, ur),
+                    _take(items, ir),
+                    state.take(ur, ir),
+                    params,
+                )
+                state.put(ur, ir, sub)
             for side, known, rows, new, local in (
                 (users, known_u, ur, new_u, lu),
                 (items, known_i, ir, new_i, li),
@@ -135,7 +186,7 @@ def _absorb_group(mu: float, n: int, rank: int, params: UpdateParams, scale: Rat
                 side.bias[rows], side.factors[rows] = new.bias, new.factors
                 side.n[rows] += np.bincount(local, minlength=len(rows))
                 known[rows] = True
-            meta.append((int(k), mu_k, len(rk), stats))
+            meta.append((int(k), mu_k, len(rk), stats, None if state is None else state.now))
         out = [
             pd.DataFrame(
                 {
@@ -158,9 +209,12 @@ def _absorb_group(mu: float, n: int, rank: int, params: UpdateParams, scale: Rat
                     "n": [m[2] for m in meta],
                     "factors": [None] * len(meta),
                     "stats": [m[3] for m in meta],
+                    **({} if state is None else {"key": [m[4] for m in meta]}),
                 }
             )
         )
+        if state is not None:
+            out += temporal.rows_from_state(state, users.ids, items.ids)
         return pd.concat(out, ignore_index=True)
 
     return run
@@ -188,7 +242,13 @@ def apply_many(
     on their union, each tagged with its position."""
     if not partitions:
         return model, []
-    tagged = [df.select(F.lit(k).alias("seq"), USER, ITEM, RATING) for k, df in enumerate(partitions)]
+    cols = [USER, ITEM, RATING]
+    if model.time is not None:  # a time-aware model reads the ratings' times
+        partitions = [
+            df if TS in df.columns else df.withColumn(TS, F.lit(None).cast("long")) for df in partitions
+        ]
+        cols.append(TS)
+    tagged = [df.select(F.lit(k).alias("seq"), *cols) for k, df in enumerate(partitions)]
     return apply_batch(model, reduce(DataFrame.unionByName, tagged), len(partitions), params, scale)
 
 
@@ -212,30 +272,43 @@ def apply_batch(
     its memory is O(Σ|B_k| · rank).
     """
     p = params or UpdateParams()
-    ratings = ratings.select(F.col(seq).cast("int").alias("seq"), USER, ITEM, RATING).localCheckpoint()
-    sub = (
-        ratings.select(
-            F.lit("r").alias("kind"),
-            "seq",
-            USER,
-            ITEM,
-            RATING,
-            F.lit(None).cast("boolean").alias("known"),
-            F.lit(None).cast("double").alias("bias"),
-            F.lit(None).cast("long").alias("n"),
-            F.lit(None).cast("array<double>").alias("factors"),
-        )
-        .unionByName(_touched(model.users, ratings, USER, "u"))
-        .unionByName(_touched(model.items, ratings, ITEM, "i"))
-        .withColumn("_g", F.lit(0))
+    timed = model.time is not None
+    if timed and TS not in ratings.columns:
+        ratings = ratings.withColumn(TS, F.lit(None).cast("long"))
+    cols = [USER, ITEM, RATING] + ([TS] if timed else [])
+    ratings = ratings.select(F.col(seq).cast("int").alias("seq"), *cols).localCheckpoint()
+    sub = ratings.select(
+        F.lit("r").alias("kind"),
+        "seq",
+        USER,
+        ITEM,
+        RATING,
+        F.lit(None).cast("boolean").alias("known"),
+        F.lit(None).cast("double").alias("bias"),
+        F.lit(None).cast("long").alias("n"),
+        F.lit(None).cast("array<double>").alias("factors"),
+        *([TS] if timed else []),
     )
+    touched = [_touched(model.users, ratings, USER, "u"), _touched(model.items, ratings, ITEM, "i")]
+    if timed:  # the time rows the batch touches (streamrec.spark.temporal)
+        assert model.time is not None
+        sub, touched = temporal.pad(sub), [temporal.pad(t) for t in touched]
+        touched.append(temporal.gather(model.time, ratings, sub))
+    for t in touched:
+        sub = sub.unionByName(t)
+    sub = sub.withColumn("_g", F.lit(0))
+    time = (model.time.config, model.time.now) if model.time is not None else None
+    out_schema = _OUT_SCHEMA + (", " + temporal.OUT_COLUMNS if timed else "")
     fresh = (
         sub.groupBy("_g")
-        .applyInPandas(_absorb_group(model.mu, model.n, model.rank, p, scale), schema=_OUT_SCHEMA)
+        .applyInPandas(_absorb_group(model.mu, model.n, model.rank, p, scale, time), schema=out_schema)
         .localCheckpoint()
     )
     meta = {
-        r["id"]: r for r in fresh.where(F.col("side") == "m").select("id", "bias", "n", "stats").collect()
+        r["id"]: r
+        for r in fresh.where(F.col("side") == "m")
+        .select("id", "bias", "n", "stats", *(["key"] if timed else []))
+        .collect()
     }
     if set(meta) - set(range(count)):
         raise ValueError(
@@ -250,12 +323,18 @@ def apply_batch(
     nb = sum(row["n"] for row in meta.values())
 
     def merge(table: DataFrame, side: str) -> DataFrame:
-        new_rows = fresh.where(F.col("side") == side).drop("side", "stats")
+        new_rows = fresh.where(F.col("side") == side).select(*FACTOR_SCHEMA.fieldNames())
         kept = table.join(new_rows.select("id"), "id", "left_anti")
         return kept.unionByName(new_rows).select(*FACTOR_SCHEMA.fieldNames())
 
     users, items = merge(model.users, "u"), merge(model.items, "i")
-    return FactorModel(mu=mu, n=model.n + nb, rank=model.rank, users=users, items=items), metrics
+    new_time = None
+    if model.time is not None:
+        now = meta[max(meta)]["key"]
+        new_time = temporal.merge(model.time, fresh, None if now is None or now == NO_DAY else int(now))
+    return FactorModel(
+        mu=mu, n=model.n + nb, rank=model.rank, users=users, items=items, time=new_time
+    ), metrics
 
 
 def apply(model: FactorModel, partition: DataFrame, params: UpdateParams | None = None) -> FactorModel:

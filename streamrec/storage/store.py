@@ -7,6 +7,7 @@ Layout under the bucket root::
     models/versions/<version>/seen/part-*.parquet     optional: what every user rated (streamrec.core.seen)
     models/versions/<version>/recommendations/part-*.parquet
                                                       optional: top-K of every user (streamrec.spark.recommend)
+    models/versions/<version>/user_time|item_bins|user_days/    optional: time terms (streamrec.core.temporal)
     models/versions/<version>/manifest.json           written AFTER every table
     models/CURRENT                                    {"version", "published_at", "previous"}: written last
 
@@ -26,7 +27,8 @@ Invariants:
 * A published version is never overwritten; a rejected version is never published.
 
 Manifest fields written by the store (callers cannot change them with ``update_manifest``): ``format``,
-``version``, ``created_at``, ``rank``, ``mu``, ``n_ratings``, ``n_users``, ``n_items``, ``tables``. ``status`` is
+``version``, ``created_at``, ``rank``, ``mu``, ``n_ratings``, ``n_users``, ``n_items``, ``tables``, ``time`` (a
+time-aware model's ``{"config", "now"}``; none: time-blind). ``status`` is
 ``candidate`` on write, then ``published`` (``publish``) or ``rejected`` (``reject``, with ``reason``/``gate``).
 Fields set by callers and stored as given: ``parent``, ``kind`` (bootstrap|update|retrain), ``params``,
 ``metrics``, ``partitions`` and ``inputs`` (cumulative lineage), ``gate`` and anything else JSON-serialisable.
@@ -53,9 +55,10 @@ import pyarrow.parquet as pq
 from streamrec.core import faults, layout
 from streamrec.core.arrays import ModelArrays, table_from_side
 from streamrec.core.seen import SeenItems
+from streamrec.core.temporal import TIME_TABLES
 from streamrec.storage.bucket import Bucket, LocalBucket, S3Bucket
 from streamrec.storage.s3client import is_not_found
-from streamrec.storage.tables import read_side
+from streamrec.storage.tables import attach_time, read_side, read_table
 
 log = logging.getLogger(__name__)
 
@@ -63,19 +66,17 @@ MODELS, VERSIONS, POINTER = layout.MODELS, layout.VERSIONS, layout.POINTER
 MANIFEST = "manifest.json"
 SIDES = ("users", "items")
 SEEN, RECOMMENDATIONS = "seen", "recommendations"
-OPTIONAL_TABLES = (SEEN, RECOMMENDATIONS)
+OPTIONAL_TABLES = (SEEN, RECOMMENDATIONS, *TIME_TABLES)
 TABLES = SIDES + OPTIONAL_TABLES
 MANIFEST_FORMAT = 1
 
 CANDIDATE, PUBLISHED, REJECTED = "candidate", "published", "rejected"
 STORE_FIELDS = frozenset(
-    {"format", "version", "created_at", "rank", "mu", "n_ratings", "n_users", "n_items", "tables"}
+    {"format", "version", "created_at", "rank", "mu", "n_ratings", "n_users", "n_items", "tables", "time"}
 )
 """Manifest fields owned by the store: filled by ``write_*``, refused by ``update_manifest``."""
 
 _VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-
-"""``schema.FACTOR_SCHEMA`` as Arrow (the list layout Spark writes: ``list<element: double>``)."""
 
 
 class StoreError(RuntimeError):
@@ -177,6 +178,9 @@ class ModelStore:
             if name not in OPTIONAL_TABLES:
                 raise ValueError(f"unknown table {name!r}: one of {OPTIONAL_TABLES}")
             out[name] = table
+        if arrays.time is not None:  # a time-aware model: its time tables, config and "now"
+            out.update(arrays.time_tables())
+            manifest = {**manifest, "time": arrays.time.manifest()}
         counts: dict[str, int] = {}
         for name in TABLES:
             self.bucket.delete_prefix(self.version_key(version, name))
@@ -482,16 +486,15 @@ class ModelStore:
         keys = self.table_keys(version, SEEN)
         if keys is None:
             return None
-        parts = [pq.read_table(pa.BufferReader(self.bucket.read_bytes(k))) for k in keys]
-        if not parts:
-            return SeenItems.empty()
-        return SeenItems.from_table(pa.concat_tables(parts, promote_options="permissive"))
+        table = read_table(self.bucket, keys)
+        return SeenItems.empty() if table is None else SeenItems.from_table(table)
 
     def load_arrays(self, version: str | None = None) -> ModelArrays:
         """A stored version as numpy arrays, read with pyarrow through the bucket (no Spark; None = current)."""
         version, doc, keys = self.version_tables(version)
         rank = int(doc["rank"])
         sides = {side: read_side(self.bucket, keys[side], rank, side) for side in SIDES}
-        return ModelArrays.from_sides(
+        arrays = ModelArrays.from_sides(
             float(doc["mu"]), rank, sides["users"], sides["items"], doc, int(doc.get("n_ratings", 0))
         )
+        return attach_time(self.bucket, arrays, doc, lambda name: self.table_keys(version, name, doc))
