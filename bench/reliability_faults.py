@@ -808,6 +808,16 @@ def run_faults(workdir: str | Path | None = None) -> dict:
     }
 
 
+def run_cluster_faults(home: str | Path | None = None) -> dict:
+    """The cluster topology's faults (``bench/cluster_faults.py``, a private ``scripts/cluster-up`` cluster): a
+    Spark worker killed mid-update, the Spark master down when an update is due, PostgreSQL restarted mid-run;
+    each must end in the model of a clean run with every partition once in the lineage. Same report format."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from cluster_faults import run_cluster_faults as run
+
+    return run(home)
+
+
 def _new_s3_bucket(endpoint: str) -> Any:
     import uuid
 
@@ -822,8 +832,11 @@ def _new_s3_bucket(endpoint: str) -> Any:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workdir", help="keep the buckets and logs here (default: a temporary folder, removed)")
+    ap.add_argument(
+        "--cluster", action="store_true", help="the cluster topology's faults instead (cluster_faults)"
+    )
     args = ap.parse_args(argv)
-    out = run_faults(args.workdir)
+    out = run_cluster_faults(args.workdir) if args.cluster else run_faults(args.workdir)
     print(json.dumps(out, sort_keys=True, default=str))
     return 0 if out["faults_survived"] == out["faults_injected"] else 1
 

