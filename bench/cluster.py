@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 sys.path.insert(0, str(REPO / "bench"))
 
-import cluster_launcher as cl  # noqa: E402
+import cluster_data as cl  # noqa: E402
 
 ROLES = (
     ("executor JVM", "CoarseGrainedExecutorBackend"),

@@ -121,6 +121,23 @@ def native_args(topo: Topology, base: str) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------------- env files
+def checked_home(home: Path) -> Path:
+    """``home`` resolved, if it is a safe place for the cluster's files (its env file holds secrets, and a private
+    cluster's folder is deleted when made): outside the checkout, or under its ``var/`` (git-ignored). Never the
+    checkout itself or a folder git would see."""
+    home = Path(home).resolve()
+    if (
+        home == REPO
+        or REPO.is_relative_to(home)
+        or (home.is_relative_to(REPO) and not home.is_relative_to(REPO / "var"))
+    ):
+        raise SystemExit(
+            f"cluster: refusing {home} as STREAMREC_CLUSTER_HOME: inside the checkout only var/... is allowed "
+            f"(default {REPO / 'var' / 'cluster'}); its env file holds secrets"
+        )
+    return home
+
+
 def parse_env_file(text: str) -> dict[str, str]:
     """``KEY=VALUE`` lines (compose's .env format without quoting; later lines win)."""
     out: dict[str, str] = {}

@@ -3,7 +3,8 @@
 Everything of ``docker-compose.yaml`` runs as processes on 127.0.0.1 (``scripts/cluster_launcher.py``):
 PostgreSQL, moto (for MinIO, IAM checks on), a Spark standalone master with two workers of one core each,
 Airflow's API server, scheduler, DAG processor and triggerer on LocalExecutor. The scenario is
-``scripts/airflow_demo.py`` (small: 6,000 generated ratings, two partitions and one bad one). What it proves:
+``scripts/airflow_demo.py`` (its generated data: 20k ratings of history, two partitions of 10k and the bad one;
+rank 4, 3 iterations). What it proves:
 
 * the bootstrap, its evaluation and each update ran as **applications of the standalone cluster** (the master's
   JSON API: finished, 2 cores), with **executors on both workers** (each worker's JSON names the application);
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -40,14 +42,14 @@ LAUNCHER = str(REPO / "scripts" / "cluster_launcher.py")
 
 
 def _group_alive(rec: dict) -> bool:
-    import cluster_launcher as cl
+    import cluster_launcher
 
-    return bool(cl._group_members(rec["pgid"], rec["start"] or 0))
+    return bool(cluster_launcher.group_members(rec["pgid"], rec["start"] or 0))
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    import cluster_launcher as cl
+def cluster(tmp_path_factory):
+    import cluster_data as cl
 
     # under var/, not /tmp/pytest-of-*: PostgreSQL runs as nobody and must reach its folder
     c = cl.Private(REPO / "var" / f"test-cluster-{os.getpid()}", STREAMREC_DRIVER_MEMORY="1g")
@@ -62,6 +64,12 @@ def cluster():
         records += [json.loads(p.read_text()) for p in (c.home / "run").glob("*.child")]
         yield c
     finally:
+        keep = Path(tmp_path_factory.mktemp("cluster-logs"))
+        for p in cl.log_files(c.home):
+            dest = keep / p.relative_to(c.home)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(p, dest)
+        print(f"cluster logs kept in {keep}")
         down = c.launcher("down", "--purge", timeout=600, check=False)
         left = [r for r in records if _group_alive(r)]
         assert down.returncode == 0, down.stdout + down.stderr
@@ -91,9 +99,9 @@ def _intruder(c, master: str) -> subprocess.Popen:
     )
 
 
-def test_the_demo_runs_distributed_on_the_cluster(cluster, tmp_path):
+def test_the_demo_runs_distributed_on_the_cluster(cluster):
     import boto3
-    import cluster_launcher as cl
+    import cluster_data as cl
     import psycopg
     from botocore.config import Config
 
@@ -102,20 +110,10 @@ def test_the_demo_runs_distributed_on_the_cluster(cluster, tmp_path):
     master_url = f"spark://127.0.0.1:{topo.port('spark-master', 7077)}"
     intruder = _intruder(c, master_url)
 
-    # the scenario: small generated ratings, two partitions and the bad one (scripts/airflow_demo.py)
-    from streamrec.core.synth import SynthConfig, write_dataset
-
-    write_dataset(
-        SynthConfig(n_users=200, n_items=300, n_ratings=6000, seed=5), str(tmp_path / "d"), n_partitions=1
-    )
-    ratings = tmp_path / "ratings.csv"
-    import pandas as pd
-
-    frames = [pd.read_csv(f) for f in sorted((tmp_path / "d").rglob("*.csv"))]
-    pd.concat(frames).rename(columns={"user": "userId", "item": "movieId"}).to_csv(ratings, index=False)
+    # the scenario: the demo's generated ratings (20k history, two partitions of 10k) and the bad partition
     t0 = time.time()
     demo = c.launcher(
-        "run", "--", "python", str(REPO / "scripts" / "airflow_demo.py"), "--ratings", str(ratings),
+        "run", "--", "python", str(REPO / "scripts" / "airflow_demo.py"),
         "--partitions", "2", "--rank", "4", "--iterations", "3", "--timeout", "1800", timeout=2400, check=False,
     )  # fmt: skip
     scenario_seconds = round(time.time() - t0, 1)
@@ -126,9 +124,10 @@ def test_the_demo_runs_distributed_on_the_cluster(cluster, tmp_path):
 
     # the scenario's outcome: both good partitions applied once, in order; the bad one quarantined
     assert s["applied"] == ["p-00001", "p-00002"], s
-    assert s["quarantined"] == ["p-bad"], s
+    assert list(s["quarantined"]) == ["p-bad"] and "ids are positive" in s["quarantined"]["p-bad"], s
+    assert not s["rejected"], s
     current = next(v for v in s["versions"] if v["version"] == s["current"])
-    assert current["partitions"] == ["p-00001", "p-00002"] and current["rmse"] is not None
+    assert current["status"] == "published" and current["rmse"] is not None
 
     # the Spark master ran them: the bootstrap, its evaluation, one update per partition, each with 2 cores,
     # with executors on both workers; the intruder never got an application
@@ -160,6 +159,10 @@ def test_the_demo_runs_distributed_on_the_cluster(cluster, tmp_path):
         ]
     ]
     assert any(k.endswith(".parquet") for k in keys)
+    manifest = json.loads(
+        app.get_object(Bucket="streamrec", Key=f"models/versions/{s['current']}/manifest.json")["Body"].read()
+    )
+    assert manifest["partitions"] == ["p-00001", "p-00002"], "each partition once, in order, in the lineage"
 
     # the S3 application user reaches only its bucket (moto's IAM checks: see docs/CLUSTER.md)
     admin = cl.s3_clients(topo, "admin")[0]
@@ -187,6 +190,9 @@ def test_the_demo_runs_distributed_on_the_cluster(cluster, tmp_path):
     ) as conn:  # fmt: skip
         runs = conn.execute("SELECT dag_id, state FROM dag_run").fetchall()
     assert ("streamrec_bootstrap", "success") in runs
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(host="127.0.0.1", port=topo.port("postgres", 5432), user=pg["POSTGRES_USER"],
+                        password="not-the-password", dbname=pg["POSTGRES_DB"], connect_timeout=10)  # fmt: skip
     assert any(d == "streamrec_update" and st == "success" for d, st in runs)
     assert not list(c.home.rglob("*.db")), "no SQLite database"
 
@@ -207,13 +213,7 @@ def test_the_demo_runs_distributed_on_the_cluster(cluster, tmp_path):
     assert {"SPARK_AUTH_SECRET", "POSTGRES_PASSWORD", "AIRFLOW_ADMIN_PASSWORD", "s3 app secret"} <= set(
         secrets
     )
-    leaks = [
-        (name, str(p))
-        for p in files
-        for name, value in secrets.items()
-        if value in p.read_text(errors="replace")
-    ]
-    assert not leaks, f"secrets in logs: {leaks}"
+    assert not cl.leaks(c.home), f"secrets in logs: {cl.leaks(c.home)}"
     # the secret is not on any process's command line either
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():

@@ -20,6 +20,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 
+import cluster_data as cd  # noqa: E402
 import cluster_launcher as cl  # noqa: E402
 import cluster_services as cs  # noqa: E402
 
@@ -44,7 +45,7 @@ def test_env_file_has_fresh_secrets_and_the_native_sizes(tmp_path, monkeypatch):
     monkeypatch.setenv("STREAMREC_CLUSTER_HOME", str(tmp_path / "c"))
     monkeypatch.setenv("CLUSTER_POSTGRES_PORT", "25432")  # the caller's environment wins (compose's rule) ...
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "from-the-shell")  # ... except for the S3 keys
-    env = cl.load_env(tmp_path / "c")
+    env = cl.load_env(tmp_path / "c", create=True)
     path = tmp_path / "c" / "cluster.env"
     assert path.stat().st_mode & 0o777 == 0o600
     text = path.read_text()
@@ -53,7 +54,29 @@ def test_env_file_has_fresh_secrets_and_the_native_sizes(tmp_path, monkeypatch):
     assert env["AWS_SECRET_ACCESS_KEY"] != "from-the-shell"
     assert env["SPARK_WORKER_CORES"] == "1" and env["CLUSTER_SPARK_WORKERS"] == "2"
     assert len(env["SPARK_AUTH_SECRET"]) >= 32
-    assert cl.load_env(tmp_path / "c")["SPARK_AUTH_SECRET"] == env["SPARK_AUTH_SECRET"], "generated once"
+    assert cl.load_env(tmp_path / "c", create=True)["SPARK_AUTH_SECRET"] == env["SPARK_AUTH_SECRET"], (
+        "generated once"
+    )
+
+
+def test_the_env_file_is_never_written_into_the_checkout(tmp_path, monkeypatch):
+    """The env file holds secrets: the cluster's home is outside the checkout or under its git-ignored var/. A
+    command that only reads (status, down, run) never creates one."""
+    for bad in (REPO, REPO / "docs", REPO.parent):
+        monkeypatch.setenv("STREAMREC_CLUSTER_HOME", str(bad))
+        with pytest.raises(SystemExit, match="refusing"):
+            cl.cluster_home()
+        with pytest.raises(SystemExit, match="refusing"):
+            cl.load_env(bad, create=True)
+        with pytest.raises(SystemExit, match="refusing"):
+            cd.Private(bad)
+    assert not (REPO / "cluster.env").exists()
+    monkeypatch.setenv("STREAMREC_CLUSTER_HOME", str(tmp_path / "c"))
+    assert cl.cluster_home() == (tmp_path / "c").resolve()
+    assert cs.checked_home(REPO / "var" / "x") == REPO / "var" / "x"
+    with pytest.raises(FileNotFoundError, match="make cluster-up"):
+        cl.load_env(tmp_path / "c")
+    assert cl.main(["down"]) == 0 and not (tmp_path / "c").exists()
 
 
 def test_entrypoint_puts_the_spark_secret_in_a_private_conf_only(tmp_path):
@@ -141,11 +164,11 @@ def test_down_stops_only_the_recorded_group(tmp_path):
     mine = subprocess.Popen(["sleep", "300"], start_new_session=True)
     other = subprocess.Popen(["sleep", "300"], start_new_session=True)
     try:
-        rec = {"pid": mine.pid, "pgid": mine.pid, "start": cl._starttime(mine.pid)}
+        rec = {"pid": mine.pid, "pgid": mine.pid, "start": cl.starttime(mine.pid)}
         (home / "run" / "svc.pid").write_text(json.dumps(rec))
-        stale = {"pid": other.pid, "pgid": other.pid, "start": (cl._starttime(other.pid) or 0) - 1}
+        stale = {"pid": other.pid, "pgid": other.pid, "start": (cl.starttime(other.pid) or 0) - 1}
         (home / "run" / "old.pid").write_text(json.dumps(stale))
-        assert cl._alive(rec) and not cl._alive(stale), "a pid whose start time differs is not ours"
+        assert cl.alive(rec) and not cl.alive(stale), "a pid whose start time differs is not ours"
         assert cl.stop(home, "svc", grace=10)
         mine.wait(timeout=10)
         cl.stop(home, "old", grace=1)
@@ -171,7 +194,7 @@ def test_log_files_cover_master_worker_executor_and_airflow_logs(tmp_path):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text("x")
     (tmp_path / "spark-worker-2" / "work" / "app-1" / "0" / "aws-java-sdk-bundle.jar").write_bytes(b"jar")
-    found = {p.relative_to(tmp_path).as_posix() for p in cl.log_files(tmp_path)}
+    found = {p.relative_to(tmp_path).as_posix() for p in cd.log_files(tmp_path)}
     assert found == {
         "logs/spark-master.log",
         "logs/spark-worker-1.log",
