@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export SPARK_LOCAL_IP ?= 127.0.0.1
 
-.PHONY: setup demo demo-engine test test-fast lint format bench lock clean airflow-up airflow-down airflow-demo test-e2e bench-freshness
+.PHONY: setup demo demo-engine test test-fast lint format bench lock clean airflow-up airflow-down airflow-demo test-e2e bench-freshness bench-smoke
 
 setup:            ## create/refresh .venv from requirements.lock (checks Python 3.11+ and Java 17+)
 	@bash scripts/setup.sh
@@ -26,9 +26,10 @@ test: setup       ## the whole suite (CI runs this); installs Debian's chromium 
 test-fast: setup  ## pure-function tests only (seconds)
 	$(PY) -m pytest -m unit $(PYTEST_ARGS)
 
-lint: setup
+lint: setup       ## ruff, and the layers' import contracts (pyproject [tool.importlinter])
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	.venv/bin/lint-imports
 
 format: setup
 	$(PY) -m ruff format .
@@ -49,8 +50,11 @@ airflow-demo: demo   ## (the same as make demo)
 test-e2e: setup       ## real Airflow (dag.test) + Spark: bootstrap and three partitions
 	$(PY) -m pytest tests/test_pipeline_e2e.py $(PYTEST_ARGS)
 
-bench-freshness: setup  ## drop-to-publish latency on the running stack (after airflow-demo)
+bench-freshness: setup  ## drop-to-publish latency on the running stack (after airflow-demo); ARGS="--repeat 5"
 	bash -c 'source scripts/airflow-env && $(PY) bench/freshness.py $(ARGS)'
+
+bench-smoke: setup    ## every bench/ script once on tiny data (tests/test_bench.py; freshness: test_scheduler_restart.py)
+	$(PY) -m pytest tests/test_bench.py --durations=0 $(PYTEST_ARGS)
 
 lock:             ## recompile requirements.lock from requirements.in
 	.venv/bin/uv pip compile requirements.in -o requirements.lock --python-version 3.11 --no-header -q

@@ -7,6 +7,14 @@ Split (common.split): rows in file order, ``numpy.random.default_rng(42).permuta
 dropped (counted). Predictions are clipped to the rating scale. For each model: RMSE, MAE, precision@10,
 NDCG@10 (``streamrec.spark.evaluate.ranking_metrics``, items rated in train excluded) and fit seconds. Prints progress
 lines, then one JSON object on the last line.
+
+Last line: one JSON object with the top-level keys ``data``, ``code``, ``n_ratings``, ``n_train``, ``n_test``,
+``n_test_before_drop``, ``dropped_test_rows``, ``scale``, ``split``, ``global_mean``, ``ours``,
+``spark_als_defaults``, ``biases_only``, ``biases_only_reference_reg``, ``fit_time_ratio_ours_vs_als``,
+``rmse_ratio_ours_vs_als``, ``reference``, ``spark_stages``, ``machine``.
+
+``--smoke``: tiny generated data (``common.SYNTH_SMOKE``), rank 4 and 2 iterations for both ALS fits (the test
+suite's check that the script runs; ``tests/test_bench.py``).
 """
 
 from __future__ import annotations
@@ -84,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     code = common.code_version()
     say = common.Progress("accuracy")
     load0 = common.machine()
-    data = common.load(args.ratings, args.scale, say)
+    data = common.load(args.ratings, args.scale, say, smoke=args.smoke)
     scale = data.scale
     sp = common.split(data.ratings)
     say(
@@ -107,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"global mean {mu:.4f}: RMSE {gm['rmse']:.4f}")
 
         # (a) our bootstrap, default params.
-        params = BootstrapParams()
+        params = BootstrapParams(rank=4, iterations=2) if args.smoke else BootstrapParams()
         say(f"(a) bootstrap.fit {params}")
         with phases("ours_fit"):
             ours_model, times = _timed_fits(
@@ -138,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         train_int, test_int = int_ids(sp.train).cache(), int_ids(sp.test_known).cache()
         train_int.count(), test_int.count()
         als = ALS(userCol="uix", itemCol="iix", ratingCol=RATING, coldStartStrategy="drop")
+        if args.smoke:
+            als = als.setRank(4).setMaxIter(2)
         say(
             f"(b) Spark ALS defaults: rank {als.getRank()} maxIter {als.getMaxIter()} regParam {als.getRegParam()} "
             f"coldStartStrategy {als.getColdStartStrategy()}"

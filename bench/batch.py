@@ -7,8 +7,15 @@ Python process, on generated data.
 Both start from the same bootstrapped model and apply the same partitions in the same order through
 ``runs.update_version`` (the update job's code); the batched model and the one-by-one model are then compared
 (``bit_identical``: every id, count, bias, factor, mu and n equal; the largest absolute difference; the
-validation RMSE of each), so the speed-up is shown to buy the same result. Only ``update_version`` is timed (not the session start, not the evaluation). Prints one
-JSON object on its last line.
+validation RMSE of each), so the speed-up is shown to buy the same result. Only ``update_version`` is timed (not
+the session start, not the evaluation). Prints one JSON object on its last line.
+
+Last line: one JSON object with the top-level keys ``partitions``, ``partition_size``, ``history``,
+``batched_s``, ``one_by_one_s``, ``speedup``, ``bit_identical``, ``max_abs_diff``, ``validation_rmse``,
+``validation_rmse_diff``, ``machine``, ``code``.
+
+``--smoke``: 2 partitions of 100 ratings after a history of 1,500 (100 users x 120 items), a rank-4,
+2-iteration bootstrap: the test suite's check that the script runs (``tests/test_bench.py``), not a measurement.
 """
 
 from __future__ import annotations
@@ -25,8 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 from reliability_faults import compare  # noqa: E402  (the bit-for-bit model comparison of the fault benches)
 
+SMOKE = {"partitions": 2, "partition_size": 100, "history": 1_500, "users": 100, "items": 120}
 
-def main() -> int:
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--partitions", type=int, default=25)
     ap.add_argument("--partition-size", type=int, default=500)
@@ -34,11 +43,15 @@ def main() -> int:
     ap.add_argument("--users", type=int, default=600)
     ap.add_argument("--items", type=int, default=800)
     ap.add_argument("--seed", type=int, default=7)
-    args = ap.parse_args()
+    ap.add_argument("--smoke", action="store_true", help="tiny run (seconds; numbers meaningless): see above")
+    args = ap.parse_args(argv)
+    if args.smoke:
+        vars(args).update(SMOKE)
     say = common.Progress("batch")
 
     from streamrec.core.params import BootstrapParams
-    from streamrec.core.synth import SynthConfig, write_dataset
+    from streamrec.core.synth import SynthConfig
+    from streamrec.core.synth_files import write_dataset
     from streamrec.spark import runs
     from streamrec.storage.store import ModelStore
 
@@ -57,7 +70,12 @@ def main() -> int:
             store = ModelStore(str(work / "bucket"))
             holdout = runs.Holdout(str(work / "bucket" / "validation"))
             runs.bootstrap_version(
-                spark, store, history, BootstrapParams(rank=10, iterations=5), version="v0", holdout=holdout
+                spark,
+                store,
+                history,
+                BootstrapParams(rank=4 if args.smoke else 10, iterations=2 if args.smoke else 5),
+                version="v0",
+                holdout=holdout,
             )
             store.publish("v0")
             say(f"bootstrapped on {args.history} ratings; {len(parts)} partitions of {args.partition_size}")

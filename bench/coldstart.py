@@ -2,10 +2,19 @@
 (first in a fresh process) and then warm (again, in the same session), on a copy of a bucket.
 
     .venv/bin/python bench/coldstart.py --bucket var/bucket --partition var/bucket/ratings/incoming/p-00001.csv
+    .venv/bin/python bench/coldstart.py --smoke
 
 The bucket is copied to a temporary folder first (nothing is written to yours). The gap between the cold and
 the warm column is what a long-lived Spark session (e.g. Spark Connect) would save per partition. Prints one
 JSON object on its last line.
+
+Last line: one JSON object with the top-level keys ``bench`` (``"coldstart"``), ``partition`` and ``seconds``
+(step -> seconds: ``imports``, ``session (JVM start)``, then ``update_version (cold)``, ``evaluate_version
+(cold)``, ``update_version (warm)``, ``evaluate_version (warm)``; with ``--smoke`` also ``smoke bucket``).
+
+``--smoke``: no bucket needed: a tiny generated history is bootstrapped (rank 4, 2 iterations) into a temporary
+bucket in the same session, and its one generated partition is folded in. The "cold" column is then not cold
+(the bootstrap warmed the session up): a check that the script runs (``tests/test_bench.py``), not a measurement.
 """
 
 from __future__ import annotations
@@ -18,12 +27,43 @@ import tempfile
 import time
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # run as `python bench/x.py` from anywhere
+    sys.path.insert(0, str(REPO))
 
-def main() -> int:
+
+def smoke_bucket(spark, work: Path) -> tuple[str, str]:
+    """(bucket, partition file): a tiny generated history bootstrapped and published into ``work/bucket``."""
+    from streamrec.core.params import BootstrapParams
+    from streamrec.core.synth import SynthConfig
+    from streamrec.core.synth_files import write_dataset
+    from streamrec.spark import runs
+    from streamrec.storage.store import ModelStore
+
+    data = work / "data"
+    write_dataset(SynthConfig(n_users=100, n_items=120, n_ratings=2_000, seed=7), str(data), n_partitions=1)
+    store = ModelStore(str(work / "bucket"))
+    history = [str(p) for p in sorted((data / "history").iterdir())]
+    runs.bootstrap_version(
+        spark,
+        store,
+        history,
+        BootstrapParams(rank=4, iterations=2),
+        version="v0-smoke",
+        holdout=runs.Holdout(str(work / "bucket" / "validation")),
+    )
+    store.publish("v0-smoke")
+    return str(work / "bucket"), str(sorted((data / "partitions").iterdir())[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--bucket", required=True, help="a local bucket with a published model")
-    ap.add_argument("--partition", required=True, help="a ratings file to fold in")
-    args = ap.parse_args()
+    ap.add_argument("--bucket", help="a local bucket with a published model (required without --smoke)")
+    ap.add_argument("--partition", help="a ratings file to fold in (required without --smoke)")
+    ap.add_argument("--smoke", action="store_true", help="a tiny generated bucket and partition (see above)")
+    args = ap.parse_args(argv)
+    if not args.smoke and not (args.bucket and args.partition):
+        ap.error("--bucket and --partition are required (or --smoke)")
     t0 = time.perf_counter()
     out: dict[str, float] = {}
 
@@ -43,6 +83,9 @@ def main() -> int:
     spark = get_session("streamrec-coldstart")
     lap("session (JVM start)")
     with tempfile.TemporaryDirectory() as tmp:
+        if args.smoke:
+            args.bucket, args.partition = smoke_bucket(spark, Path(tmp) / "smoke")
+            lap("smoke bucket")
         root = Path(tmp) / "bucket"
         shutil.copytree(args.bucket, root)
         store = ModelStore(str(root))

@@ -37,6 +37,8 @@ DEFAULT_RATINGS = (REPO / ".." / "shared" / "data" / "ml-latest-small" / "rating
 
 # Same shape as ml-latest-small (610 users, 9,724 items, 100,836 ratings); used when no ratings file is found.
 SYNTH_FALLBACK = SynthConfig(n_users=610, n_items=9724, n_ratings=100_836, seed=42)
+# ``--smoke``: tiny generated data, so a script runs end to end in seconds (tests/test_bench.py); numbers meaningless.
+SYNTH_SMOKE = SynthConfig(n_users=120, n_items=150, n_ratings=3_000, seed=42)
 
 TEST_FRACTION = 0.2
 SPLIT_SEED = 42
@@ -179,6 +181,11 @@ def add_data_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument(
         "--scale", type=RatingScale.parse, default=HALF_STAR, help="LOW:HIGH:STEP (default 0.5:5:0.5)"
     )
+    ap.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny generated data and the cheapest settings (a check that the script runs; numbers meaningless)",
+    )
 
 
 @dataclass
@@ -188,14 +195,15 @@ class Data:
     scale: RatingScale
 
 
-def load(path: str | None, scale: RatingScale, progress: Progress) -> Data:
-    """Ratings from ``path`` (``read_ratings_pandas``), or the synthetic fallback when the path is absent."""
-    if path and os.path.exists(path):
+def load(path: str | None, scale: RatingScale, progress: Progress, smoke: bool = False) -> Data:
+    """Ratings from ``path`` (``read_ratings_pandas``), or the synthetic fallback when the path is absent; with
+    ``smoke``, the tiny ``SYNTH_SMOKE`` whatever the path."""
+    if path and os.path.exists(path) and not smoke:
         progress(f"loading {path}")
         df = read_ratings_pandas(path, scale)
         return Data(df, os.path.abspath(path), scale)
-    why = "no --ratings given" if not path else f"--ratings {path} not found"
-    cfg = SYNTH_FALLBACK
+    why = "--smoke" if smoke else "no --ratings given" if not path else f"--ratings {path} not found"
+    cfg = SYNTH_SMOKE if smoke else SYNTH_FALLBACK
     progress(
         f"{why}: generating synthetic data {cfg.n_users} users x {cfg.n_items} items, {cfg.n_ratings} ratings"
     )
@@ -263,6 +271,7 @@ def spark_session(app: str, event_log: bool = True, extra_conf: dict | None = No
     ckpt, events = os.path.join(work, "ckpt"), os.path.join(work, "events")
     os.makedirs(events)
     conf = dict(extra_conf or {})
+    conf["spark.eventLog.enabled"] = "false"  # explicitly: a reused JVM may have it on by default
     if event_log:
         conf.update(
             {

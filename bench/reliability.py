@@ -27,7 +27,14 @@ due, PostgreSQL restarted mid-run, each compared with a clean run); ``--no-clust
 once on a real Airflow standalone, ``--per-run`` of them per update run; partitions/min, ratings/s, arrival
 order, exactly once, peak memory per quarter. ``--load-partitions 0`` skips it (200 take ~11 min on 2 cores).
 
-Prints one line per entry that is not as documented, then one JSON object on the last line.
+Prints one line per entry that is not as documented, then one JSON object on the last line, with the top-level
+keys ``bench`` (``"reliability"``), ``corpus``, ``tried``, ``accepted``, ``normalised``, ``quarantined``,
+``ignored``, ``crashed``, ``lost``, ``as_documented``, ``not_as_documented``, ``raw_files_unchanged``,
+``check_seconds``, ``max_partition_bytes``, ``faults`` and ``load`` (null when skipped). Exit code 0 when
+nothing crashed, nothing was lost, every outcome is as documented (and every fault survived, the load run
+exactly once and in order, when they ran).
+
+Smoke run (``tests/test_bench.py``; no Spark, no Airflow): ``--no-big --no-faults --load-partitions 0``.
 """
 
 from __future__ import annotations

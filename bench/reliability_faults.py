@@ -30,7 +30,11 @@ The faults (``tests/test_faults.py`` runs the same functions, with pytest fixtur
                         defence; the store's compare-and-swap is the second.
 
 ``run_faults()`` returns ``{"faults_injected", "faults_survived", "details": [{"fault", "survived", "checks"}]}``
-and the script prints it as JSON on its last line. About 3-4 minutes on 2 cores.
+and the script prints it as JSON on its last line: the top-level keys ``faults_injected``, ``faults_survived``,
+``details``. About 3-4 minutes on 2 cores. ``--only NAME`` (repeatable) injects only those faults (``FAULTS``);
+the update DAG is parsed only when a selected fault needs it (``kill_update``, ``concurrent_publish*``). The
+smoke run of the test suite (``tests/test_bench.py``) is ``--only after_pointer``: the world (a bootstrap, two
+clean updates) and the cheapest fault; ``tests/test_faults.py`` runs every fault's function.
 """
 
 from __future__ import annotations
@@ -88,7 +92,8 @@ class World:
 def make_world(work: Path, spark: Any) -> World:
     from streamrec import pipeline
     from streamrec.core.params import BootstrapParams
-    from streamrec.core.synth import SynthConfig, write_dataset
+    from streamrec.core.synth import SynthConfig
+    from streamrec.core.synth_files import write_dataset
     from streamrec.spark import runs
     from streamrec.storage.bucket import Bucket
     from streamrec.storage.store import ModelStore
@@ -282,8 +287,8 @@ class PointerWatcher:
 
 
 def s3_client(endpoint: str) -> Any:
-    """A boto3 client with the production configuration (``streamrec.storage.bucket.make_s3_client``) for ``endpoint``."""
-    from streamrec.storage.bucket import make_s3_client
+    """A boto3 client with the production configuration (``streamrec.storage.s3client.make_s3_client``) for ``endpoint``."""
+    from streamrec.storage.s3client import make_s3_client
 
     old = os.environ.get("AWS_ENDPOINT_URL_S3")
     os.environ["AWS_ENDPOINT_URL_S3"] = endpoint
@@ -341,6 +346,7 @@ def start_dag_parse(work: Path) -> subprocess.Popen:
     env = {
         **os.environ,
         "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),  # the update DAG's asset watcher trigger
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
         "STREAMREC_HOME": str(REPO),
@@ -738,8 +744,24 @@ def _entry(result: dict) -> dict:
     }
 
 
-def run_faults(workdir: str | Path | None = None) -> dict:
-    """Inject every fault once (S3 ones against a moto server started here) and report what survived."""
+FAULTS = (
+    "kill_update",
+    "s3_outage_at_manifest",
+    "s3_outage_at_pointer",
+    "after_pointer",
+    "concurrent_publish",
+    "concurrent_publish_s3",
+)
+NEEDS_DAG = {"kill_update", "concurrent_publish", "concurrent_publish_s3"}
+
+
+def run_faults(workdir: str | Path | None = None, only: list[str] | None = None) -> dict:
+    """Inject every fault once (or those named in ``only``; S3 ones against a moto server started here) and
+    report what survived."""
+    unknown = sorted(set(only or ()) - set(FAULTS))
+    if unknown:
+        raise ValueError(f"unknown faults {unknown}; known: {list(FAULTS)}")
+    wanted = list(only or FAULTS)
     from s3server import DUMMY_ENV, MotoServer
 
     from streamrec.spark.session import get_session
@@ -764,9 +786,9 @@ def run_faults(workdir: str | Path | None = None) -> dict:
     details = []
     try:
         t0 = time.monotonic()
-        parse = start_dag_parse(work)
+        parse = start_dag_parse(work) if NEEDS_DAG & set(wanted) else None
         world = make_world(work / "world", spark)
-        dag = dag_facts(work, parse)
+        dag = dag_facts(work, parse) if parse is not None else None
         print(f"world ready in {time.monotonic() - t0:.0f}s", file=sys.stderr)
         steps = [
             ("kill_update", lambda: fault_kill_update(world, work / "kill", dag)),
@@ -784,7 +806,10 @@ def run_faults(workdir: str | Path | None = None) -> dict:
                 lambda: fault_concurrent_publish(world, _new_s3_bucket(moto.endpoint), dag),
             ),
         ]
+        assert [name for name, _ in steps] == list(FAULTS)
         for name, step in steps:
+            if name not in wanted:
+                continue
             t1 = time.monotonic()
             try:
                 res = step()
@@ -833,10 +858,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workdir", help="keep the buckets and logs here (default: a temporary folder, removed)")
     ap.add_argument(
+        "--only", action="append", choices=FAULTS, help="inject only this fault (repeatable; default: all)"
+    )
+    ap.add_argument(
         "--cluster", action="store_true", help="the cluster topology's faults instead (cluster_faults)"
     )
     args = ap.parse_args(argv)
-    out = run_cluster_faults(args.workdir) if args.cluster else run_faults(args.workdir)
+    out = run_cluster_faults(args.workdir) if args.cluster else run_faults(args.workdir, args.only)
     print(json.dumps(out, sort_keys=True, default=str))
     return 0 if out["faults_survived"] == out["faults_injected"] else 1
 

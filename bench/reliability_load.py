@@ -1,7 +1,7 @@
 """Reliability under load and under a scheduler crash, on a real Airflow with real Spark jobs.
 
     python bench/reliability_load.py [--partitions 200] [--partition-size 500] [--per-run 25] [--workdir DIR]
-    python bench/reliability_load.py --scheduler-restart [--workdir DIR]
+    python bench/reliability_load.py --scheduler-restart [--freshness-rows 1000] [--workdir DIR]
 
 Both start their own Airflow (``AIRFLOW_HOME`` and a bucket under a temporary folder, SQLite, the
 LocalExecutor, a free port, DAGs and plugins from this repository: the environment ``scripts/airflow-env``
@@ -38,7 +38,12 @@ candidate id. ``checks``: every partition exactly once in the lineage, in arriva
 equals a clean run of the same partitions (``jobs/update.py`` with all four, in one application, into a copy of
 the bootstrapped bucket: arrays compared bit for bit); the pointer names a complete version (manifest, every
 listed file present with its size, readable); the Spark job was in fact killed mid-run; every update run ended
-``success`` and no task instance is left failed (a killed try is followed by one that succeeded).
+``success`` and no task instance is left failed (a killed try is followed by one that succeeded). With
+``--freshness-rows N``, ``bench/freshness.py`` then measures one more partition of N ratings on the same Airflow
+(``freshness``: its exit code and JSON line); ``tests/test_scheduler_restart.py`` runs it so.
+
+Not in ``tests/test_bench.py``: both modes start their own Airflow; the scheduler-restart mode is
+``tests/test_scheduler_restart.py``, the load mode takes minutes even for two partitions.
 """
 
 from __future__ import annotations
@@ -305,7 +310,8 @@ def make_data(
     out: Path, n_partitions: int, partition_size: int, history: int, users: int, items: int, seed: int
 ):
     """(history files, partition files in name order, ratings per partition) from ``streamrec.core.synth``."""
-    from streamrec.core.synth import SynthConfig, write_dataset
+    from streamrec.core.synth import SynthConfig
+    from streamrec.core.synth_files import write_dataset
 
     total = history + n_partitions * partition_size
     cfg = SynthConfig(n_users=users, n_items=items, n_ratings=total, seed=seed)
@@ -581,6 +587,38 @@ def _task_tries(api: Api, dag_id: str, run_id: str) -> dict[str, list[str]]:
     return out
 
 
+def run_freshness(stack: Stack, rows: int, seed: int, users: int, items: int, timeout: float = 600) -> dict:
+    """``bench/freshness.py --rows ROWS --repeat 1`` against ``stack`` (running, with a published model and the
+    update DAG unpaused), as a script: ``{"rc", "seconds", "result"}`` (its last line parsed, None if not JSON),
+    plus ``"tail"`` of its output when it failed. Partitions from the planted model the stack's data came from
+    (``seed``, ``users``, ``items``), so the gate judges more of the same stream."""
+    env = {
+        **stack.env,
+        "AIRFLOW_URL": stack.url,
+        "AIRFLOW_ADMIN_USER": "admin",
+        "AIRFLOW_PASSWORD_FILE": str(stack.home / PASSWORD_FILE),
+    }
+    argv = ["--rows", str(rows), "--repeat", "1", "--seed", str(seed), "--users", str(users)]
+    argv += ["--items", str(items), "--timeout", str(timeout)]
+    t0 = time.time()
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "freshness.py"), *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout + 120,
+    )
+    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    try:
+        result = json.loads(lines[-1]) if lines else None
+    except ValueError:
+        result = None
+    out = {"rc": proc.returncode, "seconds": round(time.time() - t0, 1), "argv": argv, "result": result}
+    if proc.returncode != 0:
+        out["tail"] = (proc.stdout + proc.stderr)[-4000:]
+    return out
+
+
 def run_scheduler_restart(
     n_partitions: int = 4,
     per_run: int = 2,
@@ -588,9 +626,14 @@ def run_scheduler_restart(
     kill_after_s: float = 30.0,
     timeout: float = 420,
     keep: bool = False,
+    freshness_rows: int = 0,
 ) -> dict:
     """Kill the scheduler's process tree (SIGKILL) while an update run's Spark job is running, start the
-    scheduler again, wait until every partition is applied; compare with a clean run (module docstring)."""
+    scheduler again, wait until every partition is applied; compare with a clean run (module docstring).
+
+    With ``freshness_rows`` > 0, afterwards (the checks already taken), ``bench/freshness.py`` measures one more
+    partition of that many ratings on the same running Airflow (:func:`run_freshness`; ``out["freshness"]``):
+    the benchmark's smoke run in ``tests/test_scheduler_restart.py``, at the cost of one update run."""
     from streamrec import pipeline
 
     work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="streamrec-restart-"))
@@ -770,6 +813,10 @@ def run_scheduler_restart(
                 "timings_s": {**timings, "total": round(time.time() - t_all, 1)},
             }
         )
+        if freshness_rows > 0:
+            out["freshness"] = run_freshness(stack, freshness_rows, seed=7, users=300, items=400)
+            out["timings_s"]["freshness"] = out["freshness"]["seconds"]
+            out["timings_s"]["total"] = round(time.time() - t_all, 1)
         return out
     except Exception as exc:  # a broken scenario is reported, not raised: the benchmark records it
         out["error"] = f"{type(exc).__name__}: {exc}"
@@ -793,9 +840,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--scheduler-restart", action="store_true", help="run the scheduler-restart fault instead"
     )
+    ap.add_argument(
+        "--freshness-rows",
+        type=int,
+        default=0,
+        help="with --scheduler-restart: then bench/freshness.py on one partition of N ratings (0: no)",
+    )
     args = ap.parse_args(argv)
     if args.scheduler_restart:
-        res = run_scheduler_restart(workdir=args.workdir)
+        res = run_scheduler_restart(workdir=args.workdir, freshness_rows=args.freshness_rows)
     else:
         res = run_load(
             args.partitions, args.partition_size, args.per_run, workdir=args.workdir, timeout=args.timeout

@@ -10,6 +10,16 @@ both tables, as the update job does. Memory: a background thread samples VmRSS e
 this Python driver and of the JVM's Python workers (summed; forked workers share pages, so this over-counts),
 and keeps the peak per phase; plus the JVM's VmHWM and the driver's ``getrusage`` peak at the end. Prints
 progress lines, then one JSON object on the last line.
+
+Last line: one JSON object with the top-level keys ``data``, ``n_ratings``, ``code``, ``n_history``,
+``n_partition``, ``n_users_model``, ``n_items_model``, ``data_mb_on_disk``, ``generate_seconds``,
+``spark_start_seconds``, ``read_history_seconds``, ``bootstrap_seconds``, ``read_partition_seconds``,
+``update_seconds``, ``update_vs_bootstrap``, ``update_ratings_per_second``, ``bootstrap_params``,
+``update_params``, ``prequential_rmse_partition``, ``truth_best_rmse``, ``peak_rss_mb``, ``spark_stages``,
+``machine``.
+
+``--smoke``: 100 users x 120 items, 3,000 ratings (a partition of 500), rank 4, 2 ALS iterations: the test
+suite's check that the script runs (``tests/test_bench.py``), not a measurement.
 """
 
 from __future__ import annotations
@@ -25,12 +35,14 @@ import time
 import common
 
 from streamrec.core.params import BootstrapParams, UpdateParams
-from streamrec.core.synth import SynthConfig, write_dataset
+from streamrec.core.synth import SynthConfig
+from streamrec.core.synth_files import write_dataset
 from streamrec.spark import bootstrap, evaluate, update
 from streamrec.spark.ratings import read_ratings
 
 FULL = {"users": 160_000, "items": 60_000, "ratings": 20_000_000}
 SMALL = {"users": 6_040, "items": 3_706, "ratings": 1_000_000}  # MovieLens 1M shape
+SMOKE = {"users": 100, "items": 120, "ratings": 3_000, "partition_ratings": 500, "rank": 4, "iterations": 2}
 
 
 def _status_kb(pid: int, field: str) -> int:
@@ -138,6 +150,7 @@ class RssSampler(threading.Thread):
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--small", action="store_true", help="quick run: 6,040 users x 3,706 items, 1M ratings")
+    ap.add_argument("--smoke", action="store_true", help="tiny run (seconds; numbers meaningless): see above")
     ap.add_argument(
         "--users", type=int, default=None, help=f"default {FULL['users']} ({SMALL['users']} --small)"
     )
@@ -160,7 +173,9 @@ def main(argv: list[str] | None = None) -> int:
         "--driver-memory", default=None, help="spark.driver.memory (default: streamrec.spark.session's)"
     )
     args = ap.parse_args(argv)
-    size = SMALL if args.small else FULL
+    if args.smoke:
+        args.partition_ratings, args.rank = SMOKE["partition_ratings"], SMOKE["rank"]
+    size = SMOKE if args.smoke else SMALL if args.small else FULL
     n_users = args.users or size["users"]
     n_items = args.items or size["items"]
     n_ratings = args.ratings or size["ratings"]
@@ -227,7 +242,9 @@ def main(argv: list[str] | None = None) -> int:
             secs["read_history"] = common.seconds(t0)
             say(f"read_ratings(history) validated in {secs['read_history']:.1f}s")
 
-            params = BootstrapParams(rank=args.rank)
+            params = BootstrapParams(
+                rank=args.rank, **({"iterations": SMOKE["iterations"]} if args.smoke else {})
+            )
             say(f"bootstrap.fit {params}")
             gc()
             t0 = time.perf_counter()

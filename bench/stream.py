@@ -10,6 +10,15 @@ the model before the partition, ``update.apply`` (default ``UpdateParams``), ``l
 tables; the model stays in memory (no store writes). Compared on validation after the bootstrap, after every
 10 partitions and at the end: the streamed model, the frozen bootstrap, and a full ``bootstrap.fit`` refit on
 everything seen. Prints progress lines, then one JSON object on the last line.
+
+Last line: one JSON object with the top-level keys ``data``, ``code``, ``scale``, ``protocol``,
+``stream_shape``, ``validation``, ``prequential_rmse``, ``update_seconds``, ``ratings_per_second``,
+``ratings_per_second_note``, ``bootstrap_seconds``, ``refit_seconds_total``, ``refits``, ``reference``,
+``spark_stages``, ``machine``.
+
+``--smoke``: tiny generated data (``common.SYNTH_SMOKE``) and a rank-4, 2-iteration bootstrap (with small
+``--batch-size`` / ``--limit-partitions`` and ``--no-refit``: the test suite's check that the script runs,
+``tests/test_bench.py``).
 """
 
 from __future__ import annotations
@@ -45,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     code = common.code_version()
     say = common.Progress("stream")
     load0 = common.machine()
-    data = common.load(args.ratings, args.scale, say)
+    data = common.load(args.ratings, args.scale, say, smoke=args.smoke)
     scale = data.scale
     sp = common.split(data.ratings)
     rest = common.time_order(sp.train)
@@ -82,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         else None,
     }
 
-    up, bp = UpdateParams(), BootstrapParams()
+    up, bp = UpdateParams(), BootstrapParams(rank=4, iterations=2) if args.smoke else BootstrapParams()
     phases = common.Phases()
     result: dict = {}
     with common.spark_session("bench-stream") as (spark, events):

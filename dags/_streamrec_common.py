@@ -1,7 +1,9 @@
-"""What the streamrec DAGs share: defaults, the Spark job factory, the model Asset. Wiring only.
+"""What the streamrec DAGs share: defaults, the Spark job factory, the model Asset, the trigger-form Params.
+Wiring only: what a task decides (argv, plans, the spark-submit conf) is ``streamrec.pipeline`` (``plans``).
 
-Imported by the DAG files at parse time, so it imports nothing heavy (no streamrec, pyspark, pandas or GX: the
-tasks import those when they run). Listed in ``.airflowignore``: it defines no DAG.
+Imported by the DAG files at parse time, so it imports nothing heavy: of streamrec only
+``streamrec.pipeline.forms`` (the Params, generated from the parameter dataclasses; no numpy, pyspark, pandas or
+GX: the tasks import those when they run). Listed in ``.airflowignore``: it defines no DAG.
 
 Configuration (environment, read when a task runs unless noted):
 
@@ -26,6 +28,8 @@ from pathlib import Path
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import Asset, Param
 
+from streamrec.pipeline import forms
+
 HOME = Path(os.environ.get("STREAMREC_HOME") or Path(__file__).resolve().parent.parent)
 JOBS = HOME / "jobs"
 PYTHON = os.environ.get("STREAMREC_PYTHON") or sys.executable
@@ -43,15 +47,17 @@ def use_s3(context) -> None:
 
     The ``AWS_CONN_ID`` connection, if defined, wins over the worker's ``AWS_*`` variables (only the fields it
     sets). Secret values are registered with Airflow's log masker. For a ``SparkSubmitOperator`` it also adds
-    ``streamrec.launch.s3a``'s jars and non-secret ``fs.s3a.*`` conf to the submit line; the credentials reach
-    spark-submit only through its environment (inherited from this process): never as ``--conf`` (the operator
-    logs its command line) nor ``env_vars`` (a templated field shown in the UI; on YARN/Kubernetes it becomes
-    ``--conf`` too).
+    the s3a jars and non-secret ``fs.s3a.*`` conf to the submit line (``streamrec.pipeline.plans.with_s3a``); the
+    credentials reach spark-submit only through its environment (inherited from this process): never as
+    ``--conf`` (the operator logs its command line) nor ``env_vars`` (a templated field shown in the UI; on
+    YARN/Kubernetes it becomes ``--conf`` too).
     """
-    from streamrec.launch import s3a
+    from streamrec.pipeline import plans
 
     task = context["task"]
-    if not s3a.uses_s3(os.environ.get("STREAMREC_BUCKET"), *(getattr(task, "application_args", None) or [])):
+    if not plans.uses_s3(
+        os.environ.get("STREAMREC_BUCKET"), *(getattr(task, "application_args", None) or [])
+    ):
         return
     from airflow.sdk import Connection
     from airflow.sdk.exceptions import AirflowNotFoundException
@@ -62,18 +68,14 @@ def use_s3(context) -> None:
     except AirflowNotFoundException:
         conn = None
     if conn is not None:
-        found = s3a.env_from_connection(conn.login, conn.password, conn.extra_dejson)
+        found = plans.aws_env_from_connection(conn.login, conn.password, conn.extra_dejson)
         os.environ.update(found)
         print(f"S3 settings from connection {AWS_CONN_ID!r}: {sorted(found)}")
-    for var in s3a.SECRET_VARS:
+    for var in plans.AWS_SECRET_VARS:
         if os.environ.get(var):
             mask_secret(os.environ[var], var)
     if isinstance(task, SparkSubmitOperator):
-        conf = s3a.spark_conf()
-        jars = conf.pop("spark.jars", None)
-        task.conf = {**conf, **(task.conf or {})}
-        if jars:
-            task.jars = ",".join(filter(None, [task.jars, jars]))
+        task.conf, task.jars = plans.with_s3a(task.conf, task.jars)
 
 
 # --- end S3 -----------------------------------------------------------------------------------------------------
@@ -81,13 +83,14 @@ def use_s3(context) -> None:
 
 def prepare_task(context) -> None:
     """``pre_execute`` of every streamrec task: the S3 settings (:func:`use_s3`) and, for a Spark job, the driver
-    JVM's start-up options for this worker (``streamrec.launch.jvm``: the class-data archive recorded by ``make setup``
-    lives in the worker's virtualenv, so it is looked up where the task runs, not where the DAG is parsed)."""
+    JVM's start-up options for this worker (``streamrec.pipeline.plans.with_driver_java_options``: the class-data
+    archive recorded by ``make setup`` lives in the worker's virtualenv, so it is looked up where the task runs,
+    not where the DAG is parsed)."""
     task = context["task"]
-    if isinstance(task, SparkSubmitOperator) and "spark.driver.extraJavaOptions" not in (task.conf or {}):
-        from streamrec.launch import jvm
+    if isinstance(task, SparkSubmitOperator):
+        from streamrec.pipeline import plans
 
-        task.conf = {**(task.conf or {}), "spark.driver.extraJavaOptions": jvm.driver_java_options()}
+        task.conf = plans.with_driver_java_options(task.conf)
     use_s3(context)
 
 
@@ -139,6 +142,15 @@ def gate_params(tolerance: bool = True) -> dict[str, Param]:
     return out
 
 
+def hyper_params(part: str, exclude: tuple[str, ...] = (), retrain: bool = False) -> dict[str, Param]:
+    """The hyper-parameters of ``part`` (``bootstrap`` | ``update``) on a trigger form, plus ``param_set``: one
+    Param per field of ``BootstrapParams`` / ``UpdateParams`` with that field's type, bounds and description
+    (``streamrec.pipeline.forms``), default ``null`` = "take it from the parameter set, else the built-in
+    default" (``streamrec.storage.paramsets``; ``retrain``: else the current model's, then the built-in one)."""
+    null_means = forms.NULL_MEANS_RETRAIN if retrain else forms.NULL_MEANS
+    return {name: Param(**spec) for name, spec in forms.hyper_form(part, exclude, null_means).items()}
+
+
 def review_links(*keys: str) -> str:
     """Where a person reads these report keys: the streamrec review page (``plugins/streamrec_review.py``) serves
     the bucket's ``reports/`` behind Airflow's login, so the links work for a local folder and for ``s3://``.
@@ -154,11 +166,6 @@ def review_links(*keys: str) -> str:
     lines = [f"review page: {base}/streamrec/"]
     lines += [f"  {key}: {base}/streamrec/files/{key}" for key in keys]
     return "\n".join(lines)
-
-
-def evaluate_args(plan) -> list:
-    """argv of ``jobs/evaluate.py`` for the candidate named in a plan task's XCom."""
-    return ["--bucket", plan["bucket"], "--version", plan["version"], "--scale", plan["scale"]]
 
 
 def gate_and_publish(plan, after, fail_on_reject: bool):

@@ -1,12 +1,12 @@
-"""What the tuning DAG and the parameter-set wiring of the other DAGs share. Wiring only (no streamrec import at
-parse time; listed in ``.airflowignore``).
+"""The tuning DAG's trial operator. Wiring only (listed in ``.airflowignore``; of streamrec it loads at parse time
+only what ``_streamrec_common`` does).
 
 * :class:`BudgetedSparkSubmitOperator`: a ``SparkSubmitOperator`` that, when its turn comes, first checks the
   tuning run's deadline and *skips* (``AirflowSkipException``) instead of starting a trial once it has passed.
   The check is at launch time on purpose: trials wait for a free slot (``max_active_tis_per_dag``), so a check in
   an upstream task would run long before the trial does.
-* :func:`hyper_params`: the trigger-form Params of the hyper-parameters, all defaulting to ``null`` = "take it
-  from the named parameter set, else the built-in default" (``streamrec.storage.paramsets``), plus the set's name.
+* :func:`trial_operator`: the mapped trial job (``jobs/tune_trial.py``); its argv per trial comes from
+  ``streamrec.pipeline.plans.tuning_jobs``.
 """
 
 from __future__ import annotations
@@ -15,45 +15,9 @@ import os
 
 from _streamrec_common import JOBS, SPARK_CONF, SPARK_ENV
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
-from airflow.sdk import Param
 
 TRIAL_CONCURRENCY = int(os.environ.get("STREAMREC_TUNE_CONCURRENCY", "1"))
 """Trials of one kind running at once (each is a local[2] Spark job: on 2 cores, one at a time)."""
-
-# name -> (JSON type, description); the fields of streamrec.core.params.BootstrapParams / UpdateParams (seed apart:
-# it is not a tuned value and the forms keep their own)
-BOOTSTRAP_FIELDS = {
-    "rank": ("integer", "ALS rank (latent factors)"),
-    "iterations": ("integer", "ALS iterations"),
-    "reg": ("number", "ALS regParam λ (scaled per entity count)"),
-    "reg_user": ("number", "shrinkage of the user biases"),
-    "reg_item": ("number", "shrinkage of the item biases"),
-}
-UPDATE_FIELDS = {
-    "lr": ("number", "step size γ in [0, 1]"),
-    "reg": ("number", "λ of the biases, per rating"),
-    "reg_factors": ("number", "λ' of the factors, per rating"),
-    "passes": ("integer", "passes over the partition"),
-    "decay": ("number", "step multiplier after each pass, in (0, 1]"),
-    "prior_weight": ("number", "how strongly absorbed history holds an entity in place"),
-    "fold_in_reg": ("number", "ridge of the fold-in of new ids"),
-}
-NULL_MEANS = "empty = from the parameter set, else the built-in default"
-
-
-def hyper_params(fields: dict[str, tuple[str, str]], prefix: str = "") -> dict[str, Param]:
-    """Nullable Params for ``fields`` plus ``param_set`` (the set's name, default ``tuned``)."""
-    out = {
-        prefix + name: Param(None, type=["null", kind], minimum=0, description=f"{desc} ({NULL_MEANS})")
-        for name, (kind, desc) in fields.items()
-    }
-    out["param_set"] = Param(
-        "tuned",
-        type=["null", "string"],
-        description="named parameter set params/<name>.json in the bucket, written by streamrec_tune "
-        "(empty or 'none': built-in defaults only)",
-    )
-    return out
 
 
 class BudgetedSparkSubmitOperator(SparkSubmitOperator):

@@ -18,8 +18,8 @@ Triggered by hand (**Trigger** → the form below). Steps:
 
 Hyper-parameters left empty in the form come from the parameter set named `param_set` (default `tuned`,
 `params/tuned.json` in the bucket, written by `streamrec_tune`), else from the built-in defaults
-(`streamrec.core.params.BootstrapParams`); a value typed in the form always wins. The manifest records the set's name
-and digest under `params.param_set.bootstrap`.
+(`streamrec.core.params.BootstrapParams`, whose bounds the form enforces); a value typed in the form always wins.
+`seed` also splits the hold-out. The manifest records the set's name and digest under `params.param_set.bootstrap`.
 
 Publishing a bootstrap starts a new lineage: partitions in `ratings/incoming/` that it does not hold are applied
 on top of it by `streamrec_update`. The bucket is `$STREAMREC_BUCKET` (default `<repo>/var/bucket`).
@@ -29,8 +29,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from _streamrec_common import DEFAULT_ARGS, evaluate_args, gate_and_publish, gate_params, spark_job
-from _streamrec_tuning import BOOTSTRAP_FIELDS, hyper_params
+from _streamrec_common import DEFAULT_ARGS, gate_and_publish, gate_params, hyper_params, spark_job
 from airflow.sdk import Param, dag, task
 
 
@@ -44,9 +43,8 @@ from airflow.sdk import Param, dag, task
     tags=["streamrec", "spark", "model"],
     doc_md=__doc__,
     params={
-        # tuning: hyper-parameters default to null = from the parameter set, else built-in (streamrec.storage.paramsets)
-        **hyper_params(BOOTSTRAP_FIELDS),
-        "seed": Param(42, type="integer", description="ALS seed: same data + same seed = same model"),
+        # every BootstrapParams field (seed too), default null = from the parameter set, else built-in
+        **hyper_params("bootstrap"),
         "holdout_fraction": Param(
             0.1,
             type="number",
@@ -69,62 +67,24 @@ def streamrec_bootstrap():
         from airflow.sdk.exceptions import AirflowFailException
 
         from streamrec import pipeline
-        from streamrec.core.schema import RatingScale
+        from streamrec.pipeline import plans
         from streamrec.pipeline.contract import check_partition
-        from streamrec.storage import paramsets
 
         bucket, store = pipeline.open_bucket()
-        scale = RatingScale.parse(params["scale"])
+        scale = pipeline.RatingScale.parse(params["scale"])
         check = check_partition(bucket, pipeline.HISTORY, scale, dag_run.run_after.timestamp())
         print(f"history: {check.reason} ({check.n_rows} rows); report {bucket.uri(check.report_key)}")
         if not check.ok:
             raise AirflowFailException(f"ratings history fails the data contract: {check.reason}")
         version = pipeline.version_id("boot", dag_run.run_id, dag_run.run_after)
-        # tuning: explicit form value > stored parameter set > built-in default
-        hp, lineage, sources = paramsets.resolve_in_bucket(
-            bucket,
-            params.get("param_set"),
-            "bootstrap",
-            {k: params.get(k) for k in (*BOOTSTRAP_FIELDS, "seed")},
-        )
-        print(f"parameters {hp} from {sources}; parameter set {lineage}")
-        current = store.current()
-        argv = [
-            "--bucket",
-            pipeline.bucket_uri(),
-            "--ratings",
-            bucket.spark_uri(pipeline.HISTORY),
-            "--version",
-            version,
-            "--kind",
-            "bootstrap",
-            "--scale",
-            str(scale),
-            "--holdout-fraction",
-            str(params["holdout_fraction"]),
-            "--holdout-seed",
-            str(params["seed"]),
-            *hp.to_argv(),
-            *paramsets.lineage_argv(lineage),
-        ]
-        return {
-            "bucket": pipeline.bucket_uri(),
-            "version": version,
-            "scale": str(scale),
-            "argv": argv,
-            "expected_current": current,
-            "rows": check.n_rows,
-            "gate": {
-                "published": None,
-                "ceiling": params["rmse_ceiling"],
-                "tolerance": 0.0,
-                "baseline": True,
-            },
-        }
+        plan = plans.bootstrap_plan(bucket, store, params, version, rows=check.n_rows)
+        print(f"parameters {plan['hyper']['values']} from {plan['hyper']['sources']}")
+        print(f"parameter set {plan['hyper']['param_set']}")
+        return plan
 
     plan = validate_history()
     fit = spark_job("bootstrap", "bootstrap", plan["argv"])
-    evaluate = spark_job("evaluate", "evaluate", evaluate_args(plan))
+    evaluate = spark_job("evaluate", "evaluate", plan["evaluate_argv"])
     plan >> fit >> evaluate
     gate_and_publish(plan, after=evaluate, fail_on_reject=True)
 

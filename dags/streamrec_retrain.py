@@ -19,9 +19,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from _streamrec_common import DEFAULT_ARGS, evaluate_args, gate_and_publish, gate_params, spark_job
-from _streamrec_tuning import BOOTSTRAP_FIELDS, hyper_params
-from airflow.sdk import Param, dag, task
+from _streamrec_common import DEFAULT_ARGS, gate_and_publish, gate_params, hyper_params, spark_job
+from airflow.sdk import dag, task
 
 
 @dag(
@@ -35,8 +34,7 @@ from airflow.sdk import Param, dag, task
     doc_md=__doc__,
     params={
         # empty = from the parameter set, else as the current model, else the built-in default
-        **hyper_params(BOOTSTRAP_FIELDS),
-        "seed": Param(None, type=["null", "integer"], description="ALS seed (empty: as the current model)"),
+        **hyper_params("bootstrap", retrain=True),
         **gate_params(),
     },
 )
@@ -46,66 +44,20 @@ def streamrec_retrain():
         from airflow.sdk.exceptions import AirflowFailException
 
         from streamrec import pipeline
-        from streamrec.storage import paramsets
+        from streamrec.pipeline import plans
 
         bucket, store = pipeline.open_bucket()
-        current = store.current()
-        if current is None:
-            raise AirflowFailException("no published model to retrain: run streamrec_bootstrap first")
-        m = store.read_manifest(current)
-        hold = m.get("holdout") or {}
-        given = {k: params.get(k) for k in (*BOOTSTRAP_FIELDS, "seed")}
-        hp, lineage, sources = paramsets.resolve_in_bucket(
-            bucket,
-            params.get("param_set"),
-            "bootstrap",
-            given,
-            fallback=(m.get("params") or {}).get("bootstrap", {}),
-        )
-        print(f"parameters {hp} from {sources}; parameter set {lineage}")
-        scale = str(pipeline.scale_of(store, current))
         version = pipeline.version_id("retrain", dag_run.run_id, dag_run.run_after)
-        argv = [
-            "--bucket",
-            pipeline.bucket_uri(),
-            "--version",
-            version,
-            "--kind",
-            "retrain",
-            "--scale",
-            scale,
-        ]
-        for uri in m.get("inputs", []):
-            argv += ["--ratings", uri]
-        for pid in m.get("partitions", []):
-            argv += ["--partition-id", pid]
-        if hold:
-            argv += [
-                "--holdout-fraction",
-                str(hold["fraction"]),
-                "--holdout-seed",
-                str(hold["seed"]),
-                "--validation-uri",
-                hold["uri"],
-            ]
-        argv += [*hp.to_argv(), *paramsets.lineage_argv(lineage)]
+        try:
+            plan = plans.retrain_plan(bucket, store, params, version)
+        except plans.NoModelError as exc:
+            raise AirflowFailException(str(exc)) from None
+        print(f"parameters {plan['hyper']['values']} from {plan['hyper']['sources']}")
+        print(f"parameter set {plan['hyper']['param_set']}")
         print(
-            f"retrain of {current}: {len(m.get('inputs', []))} inputs, partitions {m.get('partitions', [])}"
+            f"retrain of {plan['expected_current']}: {plan['inputs']} inputs, partitions {plan['partitions']}"
         )
-        return {
-            "bucket": pipeline.bucket_uri(),
-            "version": version,
-            "scale": scale,
-            "argv": argv,
-            "expected_current": current,
-            "validation": m.get("validation", []),
-            "gate": {
-                "published": current,
-                "ceiling": params["rmse_ceiling"],
-                "tolerance": params["tolerance"],
-                "baseline": True,
-            },
-        }
+        return plan
 
     @task
     def attach_validation(plan: dict) -> None:
@@ -119,7 +71,7 @@ def streamrec_retrain():
 
     plan = plan_retrain()
     fit = spark_job("retrain", "bootstrap", plan["argv"])
-    evaluate = spark_job("evaluate", "evaluate", evaluate_args(plan))
+    evaluate = spark_job("evaluate", "evaluate", plan["evaluate_argv"])
     fit >> attach_validation(plan) >> evaluate
     gate_and_publish(plan, after=evaluate, fail_on_reject=True)
 

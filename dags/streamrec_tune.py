@@ -19,8 +19,10 @@ records the set's name and digest under `params.param_set`).
 4. **update_trial** (mapped; `jobs/tune_trial.py update`): random search over γ (lr), λ (reg), passes and decay by
    *prequential replay* of the last `replay` applied partitions: each is predicted before it is absorbed, from
    the model the stream had before them (the ancestor version), or a bootstrap on the data before them.
-5. **finish**: picks the lowest score per part, writes `reports/tuning/<run>/index.html` (chart + table) and
-   `result.json`, and stores the chosen values as the parameter set (link in the task log).
+5. **finish**: per part, adopts the lowest-scoring trial only if it beats trial 0 (the current parameters) by
+   more than the split's noise (paired bootstrap over users and items of the per-row errors, Bonferroni over
+   the trials), else keeps the current values; writes `reports/tuning/<run>/index.html` (the rule, a guard table)
+   and `result.json`, and stores the adopted values as the parameter set (link in the task log).
 
 **Budget.** Trials run one at a time per kind (`max_active_tis_per_dag`, `$STREAMREC_TUNE_CONCURRENCY`, default
 1: each trial is a `local[2]` Spark job on a 2-core machine), so at most two at once. Once `budget_minutes` have
@@ -77,7 +79,7 @@ def streamrec_tune():
         import time
 
         from streamrec import pipeline
-        from streamrec.pipeline import tuning
+        from streamrec.pipeline import plans, tuning
 
         bucket, _ = pipeline.open_bucket()
         run = pipeline.version_id("tune", dag_run.run_id, dag_run.run_after)
@@ -96,28 +98,13 @@ def streamrec_tune():
         )
         for note in p["notes"]:
             print(note)
-        common = ["--bucket", pipeline.bucket_uri(), "--run", run]
-
-        def specs(part: str) -> list[dict]:
-            from streamrec.core.params import BootstrapParams, UpdateParams
-
-            cls = BootstrapParams if part == "bootstrap" else UpdateParams
-            out = []
-            for k, values in enumerate(p["trials"][part]):
-                label = f"{k}: " + " ".join(f"{n}={values[n]}" for n in tuning.tuned_fields(part))
-                argv = [part, *common, "--trial", str(k), *cls.from_dict(values).to_argv()]
-                out.append({"application_args": argv, "deadline": p["deadline"], "trial_label": label})
-            return out
-
-        boot, upd = specs("bootstrap"), specs("update")
-        print(f"run {run}: {len(boot)} bootstrap and {len(upd)} update trials; deadline {p['deadline']}")
+        jobs = plans.tuning_jobs(p, run)
+        print(
+            f"run {run}: {len(jobs['bootstrap_trials'])} bootstrap and {len(jobs['update_trials'])} update "
+            f"trials; deadline {p['deadline']}"
+        )
         print(f"plan: {bucket.uri(tuning.plan_key(run))}")
-        return {
-            "run": run,
-            "prepare_args": ["prepare", *common],
-            "bootstrap_trials": boot,
-            "update_trials": upd,
-        }
+        return jobs
 
     @task(trigger_rule="all_done")
     def finish(p: dict, params=None) -> dict:

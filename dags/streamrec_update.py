@@ -1,83 +1,48 @@
 """
 ### streamrec_update: fold each new partition into the published model, exactly once, in arrival order
 
-Users drop partitions into `ratings/incoming/` of the bucket (`$STREAMREC_BUCKET`): one file, or one folder of
-files that arrive together. No human starts this DAG.
+Runs every 30 s; nobody starts it. Drop a partition (one file, or a folder of files that arrive together) into
+`ratings/incoming/` of the bucket (`$STREAMREC_BUCKET`). Each run:
 
-**How new partitions are found: a 30 s schedule that lists what is new** (`max_active_runs=1`, `catchup=False`).
-The first task lists `incoming/` and subtracts what the *current model's manifest* says it has absorbed
-(`partitions`), what is quarantined, and what a gate-rejected candidate holds; when nothing is left it
-short-circuits (the run ends in a second, everything else skipped). Why not the alternatives:
+1. **find_new**: lists `incoming/` minus what the published model has absorbed, what is quarantined and what a
+   rejected candidate holds; nothing new = the run ends here (the other tasks are skipped).
+2. **validate**: the data contract (GX suite `expectations/ratings_partition.json`) on each pending partition,
+   in arrival order: a failing one is copied to `quarantine/<id>/` with its reason (the raw file stays), and the
+   first `max_partitions_per_run` that pass (default 1) are this run's batch.
+3. **update**: `jobs/update.py` through `spark-submit` applies the batch to the published model, in order, and
+   evaluates the candidate on its validation set (10 % of each partition is held out, never trained on).
+4. **gate**: the candidate's RMSE may not exceed the published model's on the same rows by more than
+   `tolerance`, nor `rmse_ceiling`.
+5. **publish** (pointer `models/CURRENT`, then the `streamrec_model` Asset event) or **reject** (the candidate
+   stays under `models/versions/` as `rejected`; its partitions are held, the stream carries on).
+6. **report**: `reports/gates/<version>.html` and `reports/index.html` (links in the task log).
 
-* *a deferrable sensor* (`S3KeySensor`, `FileSensor`): it answers "is there a key?", but the partitions stay in
-  `incoming/` forever (raw files are never moved or deleted), so "new" can only mean "not in the model's
-  lineage": that comparison is ours either way. A sensor also needs one provider per storage (amazon for S3,
-  nothing for a local folder) and holds a run open while waiting, where the schedule needs nothing.
-* *an `AssetWatcher`* on bucket notifications (S3 → SQS → `SqsSensorTrigger`): faster (seconds), but it needs an
-  event pipeline per deployment, does not exist for a local folder, and an event that is lost or arrives twice
-  still has to be reconciled against the lineage. It is the upgrade path; the listing stays the source of truth.
-* Listing costs one `LIST` per 30 s; a detection delay of ≤ 30 s fits the freshness target (≤ 60 s).
+**Re-queue** a partition held by a rejected candidate, a rollback or the quarantine: trigger with
+`{"requeue": ["<partition id>"]}` (or use the review page, Browse → streamrec review).
+**Catch up** on a backlog: raise `max_partitions_per_run` (the gate then judges the batch as a whole).
+**Hyper-parameters** (γ, λ, passes, ...) left empty come from the parameter set `param_set` (default `tuned`,
+written by `streamrec_tune`), else the built-in defaults; the form enforces their bounds.
 
-**One partition per run by default; a batch to catch up** (Param `max_partitions_per_run`, default
-`$STREAMREC_MAX_PARTITIONS_PER_RUN` read when the DAG is parsed, else 1: the analogue of Spark Structured
-Streaming's `maxFilesPerTrigger`). Each run validates the pending partitions in arrival order, quarantining each
-that fails the data contract (the run carries on with the next), and applies the *first N that pass*, in arrival
-order, as one candidate: update (and evaluate) → gate → publish | reject. The next run (started right after this
-one: the schedule is already due) takes the next ones; partitions after the batch are not even checked.
-
-Why 1 stays the default: one partition per candidate means the gate judges one partition at a time (a damaging
-partition cannot take good ones down with it), a rejected version names exactly the partition it held, and
-every run's graph and logs are about one partition. At one run a minute that is plenty for a steady stream, but
-not for a backlog (an outage, a bulk re-drop): 200 partitions would take over three hours. A batch pays the
-JVM start-up, the scheduling gaps and the model's read and write once per N partitions instead of once per
-partition; the cost is that the gate judges the batch as a whole (one damaging partition gets the whole batch
-rejected and held; re-queueing any partition of a rejected batch releases all of them), so raise it to catch
-up, not as the steady state. Memory stays bounded by N, not by the backlog: a run reads only its batch. The
-partitions of a batch are applied in order inside one Spark application (`jobs/update.py --partition ID=URI`
-repeated), each on the model the previous one left, so the resulting model does not depend on how the stream was
-cut into runs (`tests/test_scheduler_restart.py`: two runs of two partitions, one of them killed and retried, give
-bit for bit the arrays of one run of all four). Several partitions are a loop inside the `update` task rather
-than mapped task instances: Airflow cannot order mapped instances, and the order is the point.
-
-**Exactly once, even after a crash.** What is applied lives in the model: the published manifest's
-`partitions`. A crash before the publish leaves the partition pending (the next run redoes it; the version id
-comes from the run, so a retried task rewrites the same candidate); after it, the partition is in the lineage
-and never offered again, and `jobs/update.py` refuses a partition already in its base's lineage anyway. The
-publish task refuses to move the pointer if it no longer names the base the candidate was built on.
-
-**Per partition:** the data contract (GX suite `expectations/ratings_partition.json`; report
-`reports/partitions/<id>/report.json`, Data Docs `reports/datadocs/<id>/index.html`) → on failure a copy in
-`quarantine/<id>/` with `reason.txt` (the raw file is never deleted or rewritten) → `jobs/update.py --base
-<current> --partition ID=URI` (10 % of the partition is held out into `validation/partitions/<id>`, so the
-validation set grows with the stream; `--evaluate` scores the candidate on its validation set in the same
-Spark application: one JVM start-up per partition instead of two, the largest share of the freshness budget) →
-**gate**: the candidate's RMSE on its validation set may not exceed the published model's RMSE *on the same rows* by more than `tolerance` (relative), nor
-`rmse_ceiling` → publish (pointer, then the `streamrec_model` Asset event `{version, rmse}`) or reject →
-`reports/gates/<version>.html` + `reports/index.html`.
-
-**Hyper-parameters** (γ, λ, passes, ...) left empty come from the parameter set named `param_set` (default
-`tuned`, `params/tuned.json`, written by `streamrec_tune`), else the built-in defaults (`UpdateParams`); a value
-given in the run's conf wins. The manifest records the set under `params.param_set.update`.
-
-**Rejected partitions** do not vanish: the candidate stays in `models/versions/<version>/` with status
-`rejected`, its gate report and `new_partitions: [id, ...]`; the index lists it. The partition is not retried
-by itself. To re-queue it (e.g. after tuning or a retrain), trigger this DAG with
-`{"requeue": ["<partition id>"]}`: the rejected version gets `requeued_at` (it stays rejected, never published)
-and the partition is pending again. The same Param releases a partition held by a rollback or the quarantine
-(`streamrec.pipeline.review.requeue`, the review page's action; each re-queue is an event in the review log). A
-quarantined partition is also checked again when a fixed file is dropped under the same name (its size or
-mtime changed), or drop it under a new name. The review page (Browse → streamrec review) re-queues and rolls
-back too.
+Why it lists instead of using a sensor, why one partition per run by default, and how it stays exactly-once
+after a crash: `docs/PIPELINE.md` in the streamrec repository.
 """
 
 from __future__ import annotations
 
-import os
 from datetime import datetime, timedelta
 
-from _streamrec_common import DEFAULT_ARGS, gate_and_publish, gate_params, review_links, spark_job
-from _streamrec_tuning import UPDATE_FIELDS, hyper_params
+from _streamrec_common import (
+    DEFAULT_ARGS,
+    gate_and_publish,
+    gate_params,
+    hyper_params,
+    review_links,
+    spark_job,
+)
 from airflow.sdk import Param, dag, task
+from streamrec_trigger import update_schedule  # plugins/: the incoming/ asset watcher + fallback timetable
+
+from streamrec.pipeline.forms import max_partitions_default
 
 
 def _who(dag_run) -> str | None:
@@ -85,16 +50,9 @@ def _who(dag_run) -> str | None:
     return getattr(dag_run, "triggering_user_name", None)
 
 
-def _default_batch() -> int:
-    """The form's default for ``max_partitions_per_run``: ``$STREAMREC_MAX_PARTITIONS_PER_RUN`` when it is a
-    whole number >= 1, else 1 (a bad value must not break the DAG's import; the task re-checks the Param)."""
-    text = os.environ.get("STREAMREC_MAX_PARTITIONS_PER_RUN", "").strip()
-    return int(text) if text.isdigit() and int(text) >= 1 else 1
-
-
 @dag(
     dag_id="streamrec_update",
-    schedule=timedelta(seconds=30),
+    schedule=update_schedule(),
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
@@ -113,7 +71,7 @@ def _default_batch() -> int:
         ),
         "build_docs": Param(True, type="boolean", description="build GX Data Docs for every partition"),
         "max_partitions_per_run": Param(
-            _default_batch(),
+            max_partitions_default(),
             type="integer",
             minimum=1,
             maximum=1000,
@@ -121,8 +79,8 @@ def _default_batch() -> int:
             "(1: the gate judges each partition alone; more: catch up on a backlog). "
             "Default: $STREAMREC_MAX_PARTITIONS_PER_RUN, else 1",
         ),
-        # tuning: hyper-parameters default to null = from the parameter set, else built-in (streamrec.storage.paramsets)
-        **hyper_params(UPDATE_FIELDS),
+        # every UpdateParams field, default null = from the parameter set, else built-in
+        **hyper_params("update"),
     },
 )
 def streamrec_update():
@@ -147,7 +105,7 @@ def streamrec_update():
     @task.short_circuit
     def validate(found: dict, params=None, dag_run=None) -> dict:
         from streamrec import pipeline
-        from streamrec.pipeline import reports
+        from streamrec.pipeline import plans, reports
 
         bucket, store = pipeline.open_bucket()
         sel = pipeline.check_and_select(
@@ -174,33 +132,10 @@ def streamrec_update():
         ids = [part["id"] for part in sel["partitions"]]
         print(f"this run applies {len(ids)} partition(s), in arrival order: {ids}")
         version = pipeline.version_id("upd", dag_run.run_id, dag_run.run_after, pipeline.batch_suffix(ids))
-        argv = ["--bucket", pipeline.bucket_uri(), "--base", found["base"], "--version", version]
-        for part in sel["partitions"]:
-            argv += ["--partition", f"{part['id']}={bucket.spark_uri(part['key'])}"]
-        argv += ["--scale", sel["scale"], "--evaluate"]
-        # tuning: explicit form value > stored parameter set > built-in default
-        from streamrec.storage import paramsets
-
-        hp, lineage, sources = paramsets.resolve_in_bucket(
-            bucket, params.get("param_set"), "update", {k: params.get(k) for k in UPDATE_FIELDS}
-        )
-        print(f"parameters {hp} from {sources}; parameter set {lineage}")
-        argv += [*hp.to_argv(), *paramsets.lineage_argv(lineage)]
-        return {
-            "bucket": pipeline.bucket_uri(),
-            "version": version,
-            "scale": sel["scale"],
-            "argv": argv,
-            "partitions": ids,
-            "expected_current": found["base"],
-            "checked": sel["checked"],
-            "gate": {
-                "published": found["base"],
-                "ceiling": params["rmse_ceiling"],
-                "tolerance": params["tolerance"],
-                "baseline": False,
-            },
-        }
+        plan = plans.update_plan(bucket, found, sel, params, version)
+        print(f"parameters {plan['hyper']['values']} from {plan['hyper']['sources']}")
+        print(f"parameter set {plan['hyper']['param_set']}")
+        return plan
 
     plan = validate(find_new())
     update = spark_job("update", "update", plan["argv"])

@@ -1,4 +1,4 @@
-"""One step of a tuning run (``streamrec.pipeline.tuning``): prepare the run's data, or run one trial.
+"""One step of a tuning run (``streamrec.spark.tuning``): prepare the run's data, or run one trial.
 
     spark-submit --master local[2] jobs/tune_trial.py prepare   --bucket var/bucket --run RUN
     spark-submit --master local[2] jobs/tune_trial.py bootstrap --bucket var/bucket --run RUN --trial 3 \\
@@ -17,6 +17,7 @@ import json
 import sys
 
 from streamrec.core.params import BootstrapParams, UpdateParams
+from streamrec.spark import tuning
 from streamrec.spark.runs import exit_on_user_error
 from streamrec.spark.session import get_session
 
@@ -36,8 +37,6 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from streamrec.pipeline import tuning
-
     args = parse(sys.argv[1:] if argv is None else argv)
     spark = get_session(f"streamrec-tune-{args.step}", checkpoint_dir=args.checkpoint_dir)
     if args.step == "prepare":

@@ -191,14 +191,14 @@ def create_app(bucket_uri: str | None = None, cache: Any = None) -> FastAPI:
 
     @app.exception_handler(ValueError)
     async def _bad_request(request: Request, exc: ValueError) -> JSONResponse:
-        from streamrec.storage.store import VersionNotFoundError
+        from streamrec.pipeline import VersionNotFoundError
 
         code = 404 if isinstance(exc, VersionNotFoundError) else 400
         return JSONResponse({"detail": str(exc)}, status_code=code)
 
     @app.exception_handler(RuntimeError)
     async def _conflict(request: Request, exc: RuntimeError) -> JSONResponse:
-        from streamrec.storage.store import StoreError, VersionNotFoundError
+        from streamrec.pipeline import StoreError, VersionNotFoundError
 
         if isinstance(exc, VersionNotFoundError):
             return JSONResponse({"detail": str(exc)}, status_code=404)

@@ -125,7 +125,8 @@ def make_data(out: Path, ratings: str | None, n_partitions: int, seed: int) -> t
                 out / "partitions" / f"p-{k + 1:05d}.csv", index=False
             )
     else:
-        from streamrec.core.synth import SynthConfig, write_dataset
+        from streamrec.core.synth import SynthConfig
+        from streamrec.core.synth_files import write_dataset
 
         cfg = SynthConfig(n_users=600, n_items=800, n_ratings=40_000, seed=seed)
         write_dataset(cfg, str(out), n_partitions=n_partitions, history_fraction=0.5)

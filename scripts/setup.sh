@@ -42,6 +42,9 @@ fi
 # PostgreSQL and docker-compose for the native cluster (make cluster-up, docs/CLUSTER.md): installed when root, else
 # a message says what to install (like scripts/install-chromium).
 bash scripts/cluster-install-deps
+# Spark ML's native BLAS: Debian's OpenBLAS as libblas.so.3 / liblapack.so.3 (ALS's normal equations in LAPACK
+# instead of netlib's Java fallback; docs/STREAMING.md). Root only: otherwise it says so and Spark stays on Java.
+bash scripts/install-openblas
 # Spark's s3a:// jars (hadoop-aws + AWS SDK) into .venv/s3a-jars/: once, ~181 MB from PyPI; STREAMREC_S3A_FETCH=0 skips.
 bash scripts/fetch-s3a-jars.sh --quiet
 # The pyspark / pyspark-client trap: both write pyspark/; the Python package must match the jars it drives.

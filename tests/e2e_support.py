@@ -167,7 +167,8 @@ def _run(dag, conf: dict | None = None) -> dict:
 
 
 def _make_data(data: Path, b) -> None:
-    from streamrec.core.synth import SynthConfig, write_dataset
+    from streamrec.core.synth import SynthConfig
+    from streamrec.core.synth_files import write_dataset
     from streamrec.storage.bucket import LocalBucket
 
     cfg = SynthConfig(n_users=300, n_items=400, n_ratings=20_000, seed=7)

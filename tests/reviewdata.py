@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from streamrec import pipeline
 from streamrec.core.arrays import ModelArrays
+from streamrec.core.seen import SeenItems
 from streamrec.storage.bucket import Bucket
 from streamrec.storage.store import ModelStore
 
@@ -101,9 +102,15 @@ def _write_validation(bucket: Bucket, name: str, df: pd.DataFrame) -> str:
     return bucket.spark_uri(f"validation/{name}")
 
 
-def _candidate(store: ModelStore, arrays: ModelArrays, manifest: dict, version: str) -> str:
-    """Write a candidate and record its validation metrics (what jobs/evaluate.py does)."""
-    store.write_arrays(arrays, manifest, version)
+def _seen(*frames: pd.DataFrame) -> SeenItems:
+    """The seen table of a version: every rating it was built from, held-out ones included (as the jobs do)."""
+    df = pd.concat(frames)
+    return SeenItems.from_ratings(df["user"], df["item"], df["rating"], df["timestamp"])
+
+
+def _candidate(store: ModelStore, arrays: ModelArrays, manifest: dict, version: str, seen: SeenItems) -> str:
+    """Write a candidate with its seen table and record its validation metrics (what jobs/evaluate.py does)."""
+    store.write_arrays(arrays, manifest, version, seen=seen)
     nums = pipeline.gate_numbers(store, version, None, baseline=False)
     store.update_manifest(
         version,
@@ -129,7 +136,8 @@ def _gate(bucket: Bucket, store: ModelStore, version: str, published: str | None
 
 def populate(uri: str, work: str | os.PathLike[str], docs: bool = True) -> dict:
     """Fill the bucket at ``uri`` (see the module docstring); ``work`` is a scratch folder. Returns the facts."""
-    from streamrec.core.synth import SynthConfig, write_dataset
+    from streamrec.core.synth import SynthConfig
+    from streamrec.core.synth_files import write_dataset
 
     bucket, store = pipeline.open_bucket(uri)
     data = Path(work) / "data"
@@ -157,6 +165,7 @@ def populate(uri: str, work: str | os.PathLike[str], docs: bool = True) -> dict:
             "validation": [_write_validation(bucket, "history", val0)],
         },
         v0,
+        _seen(hist),
     )
     d0 = _gate(bucket, store, v0, None)
 
@@ -178,6 +187,7 @@ def populate(uri: str, work: str | os.PathLike[str], docs: bool = True) -> dict:
             "metrics": {"prequential": {"p-00001": {"rmse": 0.95, "n": len(p1)}}},
         },
         v1,
+        _seen(hist, p1),
     )
     d1 = _gate(bucket, store, v1, v0)
 
@@ -212,6 +222,7 @@ def populate(uri: str, work: str | os.PathLike[str], docs: bool = True) -> dict:
             "validation": store.read_manifest(v1)["validation"],
         },
         v2,
+        _seen(hist, p1, dmg),
     )
     d2 = _gate(bucket, store, v2, v1)
     from streamrec.pipeline import reports
@@ -224,6 +235,7 @@ def populate(uri: str, work: str | os.PathLike[str], docs: bool = True) -> dict:
         "quarantined": "p-bad",
         "rejected": "p-damage",
         "users": sorted(int(u) for u in train0["user"].unique()[:20]),
+        "heavy_user": int(pd.concat([hist, p1])["user"].value_counts().idxmax()),
     }
 
 

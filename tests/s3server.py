@@ -95,7 +95,7 @@ def set_s3_env(monkeypatch, endpoint: str) -> None:  # noqa: ANN001 (pytest Monk
 
 def create_bucket(name: str | None = None) -> str:
     """Create a bucket on the configured endpoint (env from ``set_s3_env``) and return its name."""
-    from streamrec.storage.bucket import shared_s3_client
+    from streamrec.storage.s3client import shared_s3_client
 
     name = name or f"test-{uuid.uuid4().hex[:12]}"
     shared_s3_client().create_bucket(Bucket=name)

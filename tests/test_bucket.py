@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from streamrec.storage.bucket import Bucket, LocalBucket, ObjectInfo, S3Bucket, check_key, make_s3_client
+from streamrec.storage.bucket import Bucket, LocalBucket, ObjectInfo, S3Bucket, check_key
+from streamrec.storage.s3client import make_s3_client
 
 
 @pytest.fixture(

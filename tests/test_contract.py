@@ -6,11 +6,17 @@ Expected reasons are written out by hand. GX runs with its pandas engine; Data D
 
 from __future__ import annotations
 
+import bz2
+import csv
+import gzip
 import hashlib
 import io
 import json
 import os
+import tracemalloc
+import zlib
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -24,6 +30,7 @@ from streamrec.pipeline.contract import (
     Partition,
     PartitionCheck,
     check_partition,
+    is_upload_temp,
     list_incoming,
     load_suite,
     parse_partition,
@@ -244,9 +251,24 @@ FILE_CASES = {
         "p.csv line 3: rule field_count: expected 4 fields separated by ',', found 3 in '1,11,3.5' "
         "(2 lines break this rule)",
     ),
-    "blank line": (
-        HEADER + b"1,10,3.5,964982703\n \n1,11,3.5,964982703\n",
-        "p.csv line 3: rule blank_line: a blank line before more data (only trailing blank lines are allowed)",
+    "csv quoting": (
+        HEADER + b'1,10,3.5,964982703\n1,"11,3.5,964982703\n1,12,"3"x,964982703\n',
+        "p.csv line 3: rule csv_quoting: misplaced double quote in '1,\"11,3.5,964982703': RFC 4180 quotes a "
+        'whole field ("4.5"), doubles a quote inside it and closes it on the same line (2 lines break this rule)',
+    ),
+    "truncated gzip": (
+        gzip.compress(HEADER + b"1,10,3.5,964982703\n" * 50, mtime=0)[:-12],
+        "p.csv: rule text_or_parquet: truncated gzip data: the file ends inside the compressed stream",
+    ),
+    "gzip-compressed parquet": (
+        gzip.compress(parquet_bytes(pa.table({"user": [1], "item": [2], "rating": [3.0]})), mtime=0),
+        "p.csv: rule text_or_parquet: gzip-compressed Parquet: drop the Parquet file itself (it compresses its "
+        "own pages)",
+    ),
+    "zip": (
+        b"PK\x03\x04\x14\x00\x00\x00\x08\x00" + bytes(range(40)),
+        "p.csv: rule text_or_parquet: a ZIP archive: compressed partitions are not supported (gzip and bzip2 "
+        "are); drop the uncompressed text, a .gz/.bz2 file or Parquet",
     ),
     "repeated header": (
         HEADER + b"1,10,3.5,964982703\n" + HEADER + b"1,11,3.5,964982703\n",
@@ -334,6 +356,151 @@ def test_reason_is_one_line_for_a_hostile_file_name(bucket) -> None:
     assert "\n" not in c.reason
     assert c.reason.startswith("evil\\nname <b>.csv line 1: rule known_header:")
     assert c.partition_id == f"evil-name-b-{sha8(name)}"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# shapes ordinary tools write: accepted as stated normalisations, read by the loader into the values checked
+# ---------------------------------------------------------------------------------------------------------------
+ROWS3 = [(1, 10, "3.5", 964982703), (1, 11, "4.0", ""), (2, 10, "5", 964982800)]
+
+
+def quote_all(header: list[str], rows: list[tuple], delimiter: str = ",") -> bytes:
+    buf = io.StringIO()
+    w = csv.writer(buf, quoting=csv.QUOTE_ALL, delimiter=delimiter, lineterminator="\r\n")
+    if header:
+        w.writerow(header)
+    w.writerows(rows)
+    return buf.getvalue().encode()
+
+
+SHAPES = {
+    "quote_all": (
+        "p.csv",
+        quote_all(["user", "item", "rating", "timestamp"], ROWS3),
+        ["p.csv: RFC 4180 quoting removed"],
+    ),
+    "quoted values only, a quoted empty timestamp": (
+        "p.csv",
+        HEADER + b'"1","10","3.5","964982703"\n1,"11",4.0,""\n"2",10,"5",964982800\n',
+        ["p.csv: RFC 4180 quoting removed"],
+    ),
+    "reordered movielens header": (
+        "ml.csv",
+        b"movieId,timestamp,userId,rating\n10,964982703,1,3.5\n11,964982704,1,4.0\n10,964982800,2,5\n",
+        ["ml.csv: columns reordered from header 'movieId,timestamp,userId,rating'"],
+    ),
+    "reordered, quoted, no timestamp": (
+        "p.csv",
+        quote_all(["rating", "item", "user"], [(r, i, u) for u, i, r, _ in ROWS3]),
+        ["p.csv: RFC 4180 quoting removed", "p.csv: columns reordered from header 'rating,item,user'"],
+    ),
+    "blank lines anywhere": (
+        "p.csv",
+        HEADER + b"\n1,10,3.5,964982703\n \t\n1,11,4.0,\n\n2,10,5,964982800\n\n",
+        ["p.csv: 4 blank lines skipped"],
+    ),
+    "gzip named .csv.gz": (
+        "p.csv.gz",
+        gzip.compress(GOOD, mtime=0),
+        ["p.csv.gz: gzip-compressed; 73 bytes uncompressed"],
+    ),
+    "gzip named .csv (by its magic bytes)": (
+        "p.csv",
+        gzip.compress(GOOD, mtime=0),
+        ["p.csv: gzip-compressed; 73 bytes uncompressed"],
+    ),
+    "two gzip members (cat a.gz b.gz)": (
+        "p.gz",
+        gzip.compress(GOOD[:40], mtime=0) + gzip.compress(GOOD[40:], mtime=0),
+        ["p.gz: gzip-compressed; 73 bytes uncompressed"],
+    ),
+    "bzip2 u.data without a suffix": (
+        "u.data",
+        bz2.compress(b"1\t10\t3\t881250949\n2\t11\t5\t881250950\n"),
+        ["u.data: bzip2-compressed; 34 bytes uncompressed"],
+    ),
+}
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("case", list(SHAPES))
+def test_tool_written_shapes_pass_with_their_normalisation_stated(bucket, case) -> None:
+    name, data, normalised = SHAPES[case]
+    scale = WHOLE_STAR if name == "u.data" else HALF_STAR
+    c = check(bucket, name, data, scale)
+    assert (c.ok, c.reason) == (True, "passed"), c.reason
+    assert c.normalised == normalised
+    report = bucket.read_json(c.report_key)
+    assert report["check"]["normalised"] == normalised
+    assert PartitionCheck.from_dict(json.loads(json.dumps(c.as_dict()))) == c
+    key = f"ratings/incoming/{name}"
+    checked = parse_partition(bucket, key).frame
+    pd.testing.assert_frame_equal(checked, read_ratings_pandas(bucket.uri(key), scale), check_dtype=False)
+    assert len(checked) == (2 if name == "u.data" else 3)
+
+
+@pytest.mark.unit
+def test_quoted_values_are_the_same_values(bucket) -> None:
+    a = parse_partition(bucket, drop(bucket, "a.csv", GOOD)).frame
+    b = parse_partition(
+        bucket, drop(bucket, "b.csv", quote_all(["user", "item", "rating", "timestamp"], ROWS3))
+    ).frame
+    c = parse_partition(
+        bucket,
+        drop(
+            bucket, "c.csv", b"timestamp,rating,user,item\n964982703,3.5,1,10\n,4.0,1,11\n964982800,5,2,10\n"
+        ),
+    ).frame
+    pd.testing.assert_frame_equal(a, b)
+    pd.testing.assert_frame_equal(a, c)
+
+
+@pytest.mark.unit
+def test_quoted_field_holding_a_separator_is_one_value_reported_by_the_suite(bucket) -> None:
+    """A European decimal in quotes is one field (RFC 4180), not a field-count error; the suite names it."""
+    c = check(bucket, "p.csv", HEADER + b'"1","10","3,5","964982703"\n')
+    assert c.reason == (
+        "rating: 1 row empty or not a finite decimal number (first: p.csv line 2: "
+        '\'"1","10","3,5","964982703"\')'
+    )
+
+
+def bomb(size: int) -> bytes:
+    """gzip of ``size`` bytes of one valid ratings line repeated (about 1 KB per MB)."""
+    z = zlib.compressobj(9, zlib.DEFLATED, 31)
+    line = b"1,10,3.5,964982703\n"
+    block = HEADER + line * ((1 << 20) // len(line))
+    out = [z.compress(block) for _ in range(size // len(block) + 1)]
+    return b"".join(out) + z.flush()
+
+
+@pytest.mark.unit
+def test_compression_bomb_is_refused_while_streaming(bucket, monkeypatch) -> None:
+    """256 MiB of text in ~0.7 MB of gzip: refused by the uncompressed size limit, decompressed as a stream
+    that stops at the limit, so the check's peak Python memory stays near the limit (not 256 MiB)."""
+    data = bomb(256 << 20)
+    assert len(data) < 1 << 20
+    monkeypatch.setenv("STREAMREC_MAX_PARTITION_BYTES", str(4 << 20))
+    key = drop(bucket, "bomb.csv.gz", data)
+    tracemalloc.start()
+    try:
+        c = check_partition(bucket, key, HALF_STAR, NOW, build_docs=False)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert not c.ok and c.failed[0]["expectation_type"] == "partition_size"
+    assert c.reason == (
+        "bomb.csv.gz: rule partition_size: partition too large to check: bomb.csv.gz is compressed and expands "
+        "past 4.0 MiB (decompression stopped there), the contract reads at most 4.0 MiB into memory "
+        "(STREAMREC_MAX_PARTITION_BYTES); split it into smaller partitions, or raise the limit on workers with "
+        "the memory for it"
+    )
+    assert peak < 16 << 20, f"peak {peak / (1 << 20):.1f} MiB"
+    # the limit counts uncompressed bytes: the same text uncompressed over the limit is refused before reading
+    monkeypatch.setenv("STREAMREC_MAX_PARTITION_BYTES", str(len(data) + 1))
+    assert check_partition(bucket, key, HALF_STAR, NOW, build_docs=False).failed[0]["expectation_type"] == (
+        "partition_size"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -503,6 +670,114 @@ def test_partition_ids() -> None:
         == f"script-alert-1-script-{sha8('<script>alert(1)</script>.csv')}"
     )
     assert partition_id("日本.csv") == f"partition-{sha8('日本.csv')}"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# unfinished uploads: waiting, neither applied nor quarantined, picked up once renamed
+# ---------------------------------------------------------------------------------------------------------------
+UNFINISHED = {
+    "late.csv.part": "late.csv",  # curl / wget / Firefox
+    ".rsynced.csv.Ab3xY9": "rsynced.csv",  # rsync's hidden temporary name
+    "batch/part-2.csv._COPYING_": "batch/part-2.csv",  # hdfs dfs -put, inside a folder partition
+}
+
+
+@pytest.mark.unit
+def test_upload_temp_patterns_are_configurable(monkeypatch) -> None:
+    for name in [
+        "a.tmp",
+        "a.CSV.PART",
+        "a.partial",
+        "x.crdownload",
+        "x.filepart",
+        "x._COPYING_",
+        ".x.csv.Ab3xY9",
+    ]:
+        assert is_upload_temp(name), name
+    for name in ["a.csv", "part-1.csv", ".DS_Store", "_SUCCESS", ".part-1.csv.crc", "a.partition"]:
+        assert not is_upload_temp(name), name
+    monkeypatch.setenv("STREAMREC_UPLOAD_TEMP_PATTERNS", "*.uploading, *.tmp")
+    assert is_upload_temp("a.csv.uploading") and not is_upload_temp("a.part")
+    monkeypatch.setenv("STREAMREC_UPLOAD_TEMP_PATTERNS", "")
+    assert not is_upload_temp("a.tmp")
+
+
+def _pending_ids(plan: dict) -> list[str]:
+    return [p["id"] for p in plan["pending"]]
+
+
+def _base_model(bucket: Bucket):
+    from streamrec import pipeline
+    from streamrec.core.arrays import ModelArrays
+    from streamrec.storage.store import ModelStore
+
+    store = ModelStore(bucket)
+    arrays = ModelArrays(
+        mu=3.5,
+        rank=1,
+        user_ids=np.array([1, 2], np.int64),
+        user_bias=np.zeros(2),
+        user_factors=np.full((2, 1), 0.1),
+        item_ids=np.array([10, 11], np.int64),
+        item_bias=np.zeros(2),
+        item_factors=np.full((2, 1), 0.1),
+        n=3,
+    )
+    store.publish(store.write_arrays(arrays, {"kind": "bootstrap", "partitions": []}, "v1"))
+    return pipeline, store, arrays
+
+
+def _rename(bucket: Bucket, src: str, dst: str) -> None:
+    bucket.copy(src, dst)
+    bucket.delete(src)
+
+
+def unfinished_uploads_wait_then_apply_once(bucket: Bucket) -> None:
+    """Through ``pipeline.pending`` and ``check_and_select``: temp-named uploads (and the folder holding one)
+    wait, are never checked nor quarantined; once renamed they are pending, checked, applied, and then
+    skipped as applied."""
+    pipeline, store, arrays = _base_model(bucket)
+    drop(bucket, "done.csv", GOOD)
+    drop(bucket, "batch/part-1.csv", GOOD)
+    for tmp in UNFINISHED:
+        drop(bucket, tmp, HEADER + b"3,11,4.5,964982900\n")
+    waiting = sorted(f"ratings/incoming/{k}" for k in UNFINISHED)
+    plan = pipeline.pending(bucket, store)
+    assert _pending_ids(plan) == ["done"]
+    assert sorted(plan["waiting"]) == waiting
+    assert {k: plan["skipped"][k] for k in waiting} == dict.fromkeys(
+        waiting, "waiting for its upload to finish"
+    )
+    assert [p.id for p in list_incoming(bucket)] == ["done"]
+    sel = pipeline.check_and_select(bucket, store, plan, NOW, False, 10)
+    assert [r["id"] for r in sel["checked"]] == ["done"]
+    assert bucket.list("quarantine") == [] and not any("rsynced" in o.key for o in bucket.list("reports"))
+
+    for tmp, final in UNFINISHED.items():
+        _rename(bucket, f"ratings/incoming/{tmp}", f"ratings/incoming/{final}")
+    plan = pipeline.pending(bucket, store)
+    assert plan["waiting"] == [] and not any(v.startswith("waiting") for v in plan["skipped"].values())
+    assert sorted(_pending_ids(plan)) == ["batch", "done", "late", "rsynced"]
+    batch = [p for p in list_incoming(bucket) if p.id == "batch"][0]
+    assert batch.files == ("ratings/incoming/batch/part-1.csv", "ratings/incoming/batch/part-2.csv")
+    sel = pipeline.check_and_select(bucket, store, plan, NOW, False, 10)
+    applied = [p["id"] for p in sel["partitions"]]
+    assert sorted(applied) == ["batch", "done", "late", "rsynced"], sel["checked"]
+    v2 = store.write_arrays(arrays, {"kind": "update", "parent": "v1", "partitions": applied}, "v2")
+    store.publish(v2)
+    plan = pipeline.pending(bucket, store)
+    assert plan["pending"] == [] and plan["waiting"] == []
+    assert {pid: plan["skipped"][pid] for pid in applied} == dict.fromkeys(applied, "applied")
+
+
+@pytest.mark.unit
+def test_unfinished_uploads_wait_then_apply_once_local(bucket) -> None:
+    unfinished_uploads_wait_then_apply_once(bucket)
+
+
+@pytest.mark.integration
+def test_unfinished_uploads_wait_then_apply_once_on_s3(s3_bucket_uri) -> None:
+    unfinished_uploads_wait_then_apply_once(Bucket.from_uri(s3_bucket_uri + "/lake"))
 
 
 # ---------------------------------------------------------------------------------------------------------------

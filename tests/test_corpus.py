@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import tracemalloc
 from pathlib import Path
 
 import pandas as pd
@@ -91,6 +92,8 @@ def test_the_corpus_is_big_enough_and_its_manifest_complete() -> None:
             assert case.get("rule") and case.get("reason"), name
         if case["outcome"] == "normalised":
             assert case.get("normalisation"), name
+    for shape in ("quoted", "reordered", "blank-lines", "gzip", "bzip2", "bomb"):
+        assert any(shape in name for name in COMMITTED), shape
 
 
 @pytest.mark.unit
@@ -105,6 +108,12 @@ def test_corpus_partition_gets_its_documented_outcome(tmp_path, name) -> None:
     parts = list_incoming(bucket)
     if case["outcome"] == "ignored":
         assert parts == []
+        waiting: list[str] = []
+        list_incoming(bucket, INCOMING, waiting=waiting)
+        if case.get("waiting"):  # an unfinished upload: reported as waiting, picked up once renamed
+            assert waiting and all(k.startswith(f"{INCOMING}/{name}") for k in waiting), waiting
+        else:
+            assert waiting == []
         assert sha256_tree(incoming) == before
         return
     [part] = parts
@@ -119,6 +128,9 @@ def test_corpus_partition_gets_its_documented_outcome(tmp_path, name) -> None:
     else:
         assert check.ok, check.reason
         assert check.n_rows == case["rows"]
+        if "stated" in case:  # the report states the normalisation
+            assert any(case["stated"] in n for n in check.normalised), check.normalised
+            assert report["check"]["normalised"] == check.normalised
         # "accepted" means the loader (the update job's reader) reads exactly the values the contract checked
         checked = parse_partition(bucket, part).frame
         loaded = read_ratings_pandas(str(root / part.key), scale_of(case))
@@ -248,3 +260,25 @@ def test_partition_size_limit_counts_a_folders_files_and_is_configurable(tmp_pat
     monkeypatch.setenv("STREAMREC_MAX_PARTITION_BYTES", "lots")
     with pytest.raises(ValueError, match="STREAMREC_MAX_PARTITION_BYTES"):
         check_partition(bucket, part, RatingScale(), NOW, build_docs=False)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("name", ["bomb.csv.gz", "bomb-bzip2.csv"])
+def test_compression_bombs_are_refused_without_filling_memory(tmp_path, monkeypatch, name) -> None:
+    """The corpus bombs (72 MiB and 1 GiB of text) under a 4 MiB limit: refused with rule ``partition_size``
+    naming the file; the check's peak Python memory stays near the limit, far below the expanded size."""
+    root = tmp_path / "bucket"
+    drop(root, name)
+    monkeypatch.setenv("STREAMREC_MAX_PARTITION_BYTES", str(4 << 20))
+    bucket = Bucket.from_uri(root)
+    [part] = list_incoming(bucket)
+    assert part.size < 100_000
+    tracemalloc.start()
+    try:
+        check = check_partition(bucket, part, RatingScale(), NOW, build_docs=False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert check.failed[0]["expectation_type"] == "partition_size"
+    assert f"{name} is compressed and expands past 4.0 MiB" in check.reason, check.reason
+    assert peak < 16 << 20, f"peak {peak / (1 << 20):.1f} MiB"

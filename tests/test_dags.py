@@ -2,7 +2,8 @@
 
 The DAGs are parsed in a subprocess with a throw-away ``AIRFLOW_HOME``, the way the DAG processor parses them
 (``BundleDagBag`` puts the dags folder on ``sys.path``), and the subprocess reports what it found as JSON, including
-which heavy modules the parse imported (none may be: pyspark, pandas, Great Expectations, streamrec).
+which heavy modules the parse imported (none may be: pyspark, pandas, numpy, pyarrow, Great Expectations) and which
+streamrec modules (only the trigger forms' Params: ``streamrec.pipeline.forms`` and the dataclasses it reads).
 """
 
 from __future__ import annotations
@@ -20,7 +21,16 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parent.parent
 DAGS = REPO / "dags"
 EXPECTED = {"streamrec_bootstrap", "streamrec_update", "streamrec_retrain", "streamrec_tune"}
-HEAVY = ("pyspark", "great_expectations", "pandas", "streamrec", "numpy", "pyarrow")
+HEAVY = ("pyspark", "great_expectations", "pandas", "numpy", "pyarrow")
+# what the DAG files may load of streamrec when they are parsed: the Params of the trigger forms, generated from
+# the parameter dataclasses (streamrec.pipeline loads its task functions lazily)
+PARSE_TIME_STREAMREC = {
+    "streamrec",
+    "streamrec.core",
+    "streamrec.core.params",
+    "streamrec.pipeline",
+    "streamrec.pipeline.forms",
+}
 
 _PARSE = r"""
 import json, sys
@@ -28,7 +38,8 @@ before = set(sys.modules)
 from airflow.dag_processing.dagbag import BundleDagBag
 bag = BundleDagBag(dag_folder=sys.argv[1], bundle_path=sys.argv[1], bundle_name="dags-folder")
 heavy = sorted({m.split(".")[0] for m in set(sys.modules) - before} & set(sys.argv[2].split(",")))
-out = {"import_errors": {k: v for k, v in bag.import_errors.items()}, "heavy": heavy, "dags": {}}
+ours = sorted(m for m in set(sys.modules) - before if m == "streamrec" or m.startswith("streamrec."))
+out = {"import_errors": {k: v for k, v in bag.import_errors.items()}, "heavy": heavy, "streamrec": ours, "dags": {}}
 for dag_id, d in bag.dags.items():
     out["dags"][dag_id] = {
         "tags": sorted(d.tags or []),
@@ -39,6 +50,10 @@ for dag_id, d in bag.dags.items():
         "default_retries": (d.default_args or {}).get("retries"),
         "params": sorted(d.params.keys()),
         "param_defaults": {k: d.params[k] for k in d.params.keys()},
+        "param_specs": {
+            k: {"description": d.params.get_param(k).description, "schema": d.params.get_param(k).schema}
+            for k in d.params.keys()
+        },
         "tasks": {
             t.task_id: {
                 "retries": t.retries,
@@ -65,6 +80,8 @@ def _parse_dags(home, **extra_env: str) -> dict:
         **os.environ,
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+        # the update DAG imports its asset watcher's trigger from plugins/ (on sys.path in every Airflow process)
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__UNIT_TEST_MODE": "True",
         **extra_env,
@@ -93,6 +110,9 @@ def test_every_dag_imports_without_errors(parsed):
 
 def test_no_heavy_import_at_parse_time(parsed):
     assert parsed["heavy"] == [], f"DAG files import {parsed['heavy']} at parse time: import them in tasks"
+    extra = set(parsed["streamrec"]) - PARSE_TIME_STREAMREC
+    assert not extra, f"DAG files import {sorted(extra)} at parse time: import them in tasks"
+    assert "streamrec.pipeline.forms" in parsed["streamrec"], "the forms' Params come from the dataclasses"
 
 
 @pytest.mark.parametrize("dag_id", sorted(EXPECTED))
@@ -129,7 +149,11 @@ def test_spark_jobs_use_the_connection_and_our_python(parsed):
 def test_schedules(parsed):
     assert "NullTimetable" in parsed["dags"]["streamrec_bootstrap"]["schedule"]
     assert "NullTimetable" in parsed["dags"]["streamrec_retrain"]["schedule"]
-    assert "seconds=30" in parsed["dags"]["streamrec_update"]["schedule"]
+    # event-driven: the incoming/ asset (its watcher's trigger runs in the triggerer) or a slow fallback
+    update = parsed["dags"]["streamrec_update"]["schedule"]
+    assert update.startswith("AssetOrTimeSchedule("), update
+    assert "name='streamrec_incoming'" in update and "streamrec_trigger.IncomingPartitionsTrigger" in update
+    assert "DeltaTriggerTimetable(" in update and "seconds=300" in update, update
 
 
 def test_wiring(parsed):
@@ -237,3 +261,53 @@ def test_update_batch_size_param(parsed, tmp_path):
     junk = _parse_dags(tmp_path / "b", STREAMREC_MAX_PARTITIONS_PER_RUN="lots")
     assert junk["import_errors"] == {}
     assert junk["dags"]["streamrec_update"]["param_defaults"]["max_partitions_per_run"] == 1
+
+
+# the forms that fit or update a model: every field of the part's dataclass is on them
+FORMS = {"streamrec_bootstrap": "bootstrap", "streamrec_retrain": "bootstrap", "streamrec_update": "update"}
+
+
+@pytest.mark.parametrize("dag_id", sorted(FORMS))
+def test_every_hyper_parameter_is_on_the_form_with_its_bounds(parsed, dag_id):
+    """One Param per field of ``BootstrapParams`` / ``UpdateParams``, nullable, default null, with the field's
+    type, bounds and description (``streamrec.core.params`` metadata, via ``streamrec.pipeline.forms``)."""
+    from streamrec.core.params import BootstrapParams, UpdateParams, param_specs
+
+    cls = {"bootstrap": BootstrapParams, "update": UpdateParams}[FORMS[dag_id]]
+    on_form = parsed["dags"][dag_id]["param_specs"]
+    defaults = parsed["dags"][dag_id]["param_defaults"]
+    for spec in param_specs(cls):
+        assert spec.name in on_form, f"{dag_id} has no Param for {cls.__name__}.{spec.name}"
+        schema, description = on_form[spec.name]["schema"], on_form[spec.name]["description"]
+        assert defaults[spec.name] is None
+        assert schema["type"] == ["null", spec.kind], (spec.name, schema)
+        assert schema.get("minimum") == spec.minimum, (spec.name, schema)
+        assert schema.get("maximum") == spec.maximum, (spec.name, schema)
+        assert schema.get("exclusiveMinimum") == spec.exclusive_minimum, (spec.name, schema)
+        assert schema.get("exclusiveMaximum") == spec.exclusive_maximum, (spec.name, schema)
+        assert schema["title"] == spec.title and spec.doc in description
+        assert not spec.bounded or spec.rule() in description
+    assert on_form["param_set"]["schema"]["type"] == ["null", "string"]
+
+
+def test_airflow_refuses_out_of_bounds_hyper_parameters_on_the_forms(parsed):
+    """Airflow's own Param validation, with the schemas the parsed DAGs carry: rank = 0 and lr = 1.5 are refused
+    before a run starts (so is a fractional rank); empty (null) and in-bounds values pass."""
+    from airflow.sdk import Param
+    from airflow.sdk.exceptions import ParamValidationError
+
+    def param(dag_id: str, name: str) -> Param:
+        p = parsed["dags"][dag_id]["param_specs"][name]
+        return Param(None, description=p["description"], schema=p["schema"])
+
+    for dag_id in ("streamrec_bootstrap", "streamrec_retrain"):
+        with pytest.raises(ParamValidationError):
+            param(dag_id, "rank").resolve(0)
+        with pytest.raises(ParamValidationError):
+            param(dag_id, "rank").resolve(2.5)
+        assert param(dag_id, "rank").resolve(8) == 8 and param(dag_id, "rank").resolve(None) is None
+    with pytest.raises(ParamValidationError):
+        param("streamrec_update", "lr").resolve(1.5)
+    with pytest.raises(ParamValidationError):
+        param("streamrec_update", "decay").resolve(0)
+    assert param("streamrec_update", "lr").resolve(1.0) == 1.0

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from streamrec.core.synth import SynthConfig, write_dataset
+from streamrec.core.synth import SynthConfig
+from streamrec.core.synth_files import write_dataset
 from streamrec.launch import jvm
 from streamrec.storage.store import ModelStore
 

@@ -7,7 +7,9 @@ import pandas as pd
 import pytest
 
 from streamrec.core.arrays import ModelArrays
+from streamrec.core.ranking import PLAIN, RankingRule
 from streamrec.core.schema import RatingScale
+from streamrec.core.seen import SeenItems
 from streamrec.pipeline.lookup import Recommender, seen_from_ratings
 from streamrec.storage.store import ModelStore
 
@@ -180,3 +182,78 @@ def test_from_store(tmp_path) -> None:
 
 def _round(recs: list[tuple[int, float]]) -> list[tuple[int, float]]:
     return [(i, round(s, 9)) for i, s in recs]
+
+
+# --- the ranking rule (streamrec.core.ranking) and the stored seen items ------------------------------------------
+def counted() -> ModelArrays:
+    """tiny() with rating counts: items 10, 20, 30, 40 have 1, 50, 9, 200 ratings."""
+    a = tiny()
+    a.item_n = np.array([1, 50, 9, 200])
+    return a
+
+
+def test_min_ratings_leaves_rarely_rated_items_out() -> None:
+    rec = Recommender(counted(), rule=RankingRule(min_ratings=10))
+    # user 1 by r̂: 10 (4.7), 30 (4.0), 20 (3.2), 40 (2.6); 10 and 30 have fewer than 10 ratings
+    assert _round(rec.recommend(1, k=10)) == [(20, 3.2), (40, 2.6)]
+    assert [i for i, _ in rec.recommend(1234, k=10)] == [
+        40,
+        20,
+    ]  # cold users too: by b_i among the candidates
+
+
+def test_shrink_and_popularity_by_hand() -> None:
+    # user 2: b_i + w_i p·q with w_i = n_i / (n_i + 9): item 10: 0.2 + 0.1·0 = 0.2; 20: -0.3 + (50/59)·2 = 1.395;
+    # 30: 0 + 0.5·0.5 = 0.25; 40: 0.1 + (200/209)·1 = 1.057. Scores shown are r̂, unchanged.
+    rec = Recommender(counted(), rule=RankingRule(shrink=9.0))
+    assert _round(rec.recommend(2, k=4)) == [(20, 4.2), (40, 3.6), (30, 3.0), (10, 2.7)]
+    rec = Recommender(counted(), rule=RankingRule(shrink=1e6))  # w ≈ 0 for all: by b_i
+    assert [i for i, _ in rec.recommend(3, k=4)] == [10, 40, 30, 20]
+    # popularity 0.5, user 1: b_i + p·q + 0.5 ln(1 + n_i): item 10: 0.2 + 1 + 0.5 ln 2 = 1.547;
+    # 20: -0.3 + 0 + 0.5 ln 51 = 1.666; 30: 0 + 0.5 + 0.5 ln 10 = 1.651; 40: 0.1 - 1 + 0.5 ln 201 = 1.752
+    rec = Recommender(counted(), rule=RankingRule(popularity=0.5))
+    assert [i for i, _ in rec.recommend(1, k=4)] == [40, 20, 30, 10]
+    assert rec.predict(1, 40) == pytest.approx(2.6)  # prediction itself is unchanged
+
+
+def test_the_rule_comes_from_the_manifest() -> None:
+    a = counted()
+    a.manifest = {"version": "v1", "ranking": {"min_ratings": 10, "shrink": 0.0, "popularity": 0.0, "k": 5}}
+    rec = Recommender(a)
+    assert rec.rule == RankingRule(min_ratings=10, k=5)
+    assert [i for i, _ in rec.recommend(1)] == [20, 40]
+    assert Recommender(tiny()).rule == PLAIN  # a version older than the rule: ranked as it was
+
+
+def test_seen_items_mapping_and_top_rated() -> None:
+    seen = SeenItems.from_ratings(
+        [5, 5, 5, 2, 5], [30, 10, 20, 10, 30], [4.0, 5.0, 5.0, 1.0, 2.0], ts=[1, 1, 1, 1, 9]
+    )
+    assert list(seen) == [2, 5] and len(seen) == 2 and 5 in seen and 6 not in seen
+    np.testing.assert_array_equal(seen[5], [10, 20, 30])
+    assert seen.get(6) is None
+    assert seen.rated(5)[1].tolist() == [5.0, 5.0, 2.0]  # item 30: the later rating (ts 9)
+    # ties on the rating: the more widely rated item first, then the smaller id
+    assert seen.top_rated(5, 2, popularity=lambda ids: np.where(ids == 20, 7, 1)) == [(20, 5.0), (10, 5.0)]
+    assert seen.top_rated(5, 5) == [(10, 5.0), (20, 5.0), (30, 2.0)]
+    assert SeenItems.from_table(seen.to_table()).rated(5)[1].tolist() == [5.0, 5.0, 2.0]
+    rec = Recommender(tiny(), seen=seen)
+    assert [i for i, _ in rec.recommend(5, k=10)] == [40]
+    # rows in any order (several Parquet files): sorted on construction; a user twice is refused
+    unsorted = SeenItems([9, 2, 5], [0, 2, 3, 6], [1, 2, 3, 4, 5, 6], [0.5, 1, 1.5, 2, 2.5, 3])
+    assert (
+        list(unsorted) == [2, 5, 9]
+        and unsorted[9].tolist() == [1, 2]
+        and unsorted.rated(5)[1].tolist() == [2, 2.5, 3]
+    )
+    with pytest.raises(ValueError, match="user 2 has more than one row"):
+        SeenItems([2, 1, 2], [0, 1, 2, 3], [1, 2, 3], [1.0, 1.0, 1.0])
+
+
+def test_from_store_excludes_the_versions_seen_items(tmp_path) -> None:
+    store = ModelStore(tmp_path)
+    seen = SeenItems.from_ratings([1, 1], [10, 30], [5.0, 4.0])
+    version = store.write_arrays(tiny(), {"kind": "bootstrap"}, seen=seen)
+    rec = Recommender.from_store(store, version)
+    assert _round(rec.recommend(1)) == [(20, 3.2), (40, 2.6)]
+    assert _round(rec.recommend(2, k=1)) == [(20, 4.2)]

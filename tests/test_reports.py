@@ -1,17 +1,33 @@
-"""Gate reports and the index page: the expected rows, self-contained HTML, hostile names escaped."""
+"""Gate reports, the index page and the tuning report: the expected rows, self-contained HTML, hostile names
+escaped in every page, the templates strict about missing fields."""
 
 from __future__ import annotations
 
+import fnmatch
+import html
+import posixpath
 import re
+import tomllib
 from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import quote
 
+import jinja2
 import numpy as np
 import pytest
 
 from streamrec.core.arrays import ModelArrays
 from streamrec.core.schema import HALF_STAR
+from streamrec.pipeline import templates, tuning_report
 from streamrec.pipeline.contract import check_partition, quarantine
-from streamrec.pipeline.reports import gate_report, history_points, rmse_svg, version_history, write_index
+from streamrec.pipeline.reports import (
+    gate_report,
+    history_points,
+    rmse_chart,
+    rmse_svg,
+    version_history,
+    write_index,
+)
 from streamrec.storage.bucket import Bucket
 from streamrec.storage.store import ModelStore
 
@@ -134,13 +150,14 @@ def test_gate_report_without_published_version(tmp_path) -> None:
         gate_report(bucket, {**cand, "version": "../evil"}, None, decision, [])
 
 
-def assert_self_contained(page: str) -> None:
+def assert_self_contained(page: str, depth: int = 1) -> None:
+    """No script, no external asset; links relative, at most ``depth`` folders up (to ``reports/``)."""
     assert "<script" not in page.lower()
     assert "<link" not in page.lower()
     urls = re.findall(r"https?://[^\s\"'<>]+", page)
     assert set(urls) <= {"http://www.w3.org/2000/svg"}
     for href in re.findall(r'href="([^"]*)"', page):
-        assert not href.startswith(("/", "http")) and ".." not in href.replace("../", "", 1)
+        assert not href.startswith(("/", "http")) and ".." not in href.replace("../", "", depth)
 
 
 class Clock:
@@ -271,3 +288,152 @@ def test_reports_on_s3(s3_bucket_uri) -> None:
     page = bucket.read_text(write_index(bucket, store))
     assert '<a href="gates/v1.html">gate report</a>' in page
     assert '<span class="ok">accepted</span><ul><li>passed</li></ul>' in page
+
+
+# ------------------------------------------------------------------------------------------------------------
+# the templates: escaping in every page, StrictUndefined, packaging
+# ------------------------------------------------------------------------------------------------------------
+NASTY = "<script>alert('1\"2')&"  # no "/": it is also a quarantined partition's folder name
+NASTY_HTML = html.escape(NASTY, quote=True)  # &lt;script&gt;alert(&#x27;1&quot;2&#x27;)&amp;
+
+
+def assert_escaped_once(page: str, at_least: int, depth: int = 1) -> None:
+    """``NASTY`` appears only escaped (``html.escape``), never raw, never escaped twice."""
+    assert NASTY not in page and "<script" not in page.lower()
+    assert "&amp;lt;" not in page and "&amp;#x27;" not in page and "&amp;quot;" not in page
+    assert page.count(NASTY_HTML) >= at_least, (page.count(NASTY_HTML), at_least)
+    assert_self_contained(page, depth)
+
+
+@pytest.mark.unit
+def test_a_hostile_string_comes_out_escaped_in_every_page(tmp_path) -> None:
+    bucket = Bucket.from_uri(tmp_path)
+    store = ModelStore(bucket, clock=Clock())
+    meta = {"kind": NASTY, "parent": NASTY, "partitions": [NASTY], "metrics": {"validation": {"rmse": 0.95}}}
+    store.write_arrays(tiny_arrays(), meta, "v1")
+    gate = {"accepted": False, "reasons": [NASTY], "candidate_rmse": NASTY, "tolerance": NASTY}
+    store.reject("v1", NASTY, gate=gate)
+    bucket.write_text(f"quarantine/{NASTY}/reason.txt", f"{NASTY}\n")
+    bucket.write_json(f"reports/partitions/{NASTY}/report.json", {})
+
+    gate_page = bucket.read_text(
+        gate_report(bucket, store.read_manifest("v1"), None, gate, version_history(store))
+    )
+    # reason, candidate RMSE, tolerance, kind, parent, new partition, chart tooltip
+    assert_escaped_once(gate_page, 7)
+    link = quote(posixpath.join("..", "partitions", NASTY, "report.json"), safe="/._-~#")
+    assert f'<a href="{html.escape(link, quote=True)}">report.json</a>' in gate_page
+
+    index = bucket.read_text(write_index(bucket, store))
+    # kind, parent, status reason (gate reasons), chart tooltip, quarantined id and reason
+    assert_escaped_once(index, 6)
+    assert f"<tr><td><code>{NASTY_HTML}</code></td><td>{NASTY_HTML}</td>" in index
+
+    result = {
+        "finished_at": NASTY,
+        "plan": {
+            "current": NASTY,
+            "budget_minutes": None,
+            "seed": NASTY,
+            "fraction": NASTY,
+            "notes": [NASTY],
+        },
+        "param_set": {"name": NASTY, "digest": NASTY},
+        "param_set_key": NASTY,
+        "parts": {
+            NASTY: {
+                "planned": 2,
+                "finished": 1,
+                "not_run": [NASTY],
+                "trials": [{"index": 0, "rmse": 0.9, "tuned": {NASTY: NASTY}, "mae": NASTY, "n": 3}],
+                "chosen": {"index": 0, "rmse": 0.9, "tuned": {NASTY: NASTY}},
+                "baseline": None,
+                "improvement": NASTY,
+            }
+        },
+    }
+    tuning_page = bucket.read_text(tuning_report.write(bucket, "run1", result))
+    assert_escaped_once(tuning_page, 13, depth=2)  # reports/tuning/<run>/index.html
+    assert f"<td><code>{NASTY_HTML}={NASTY_HTML}</code></td>" in tuning_page
+
+    for svg in (
+        rmse_svg(store.list_versions(), highlight="v1", highlight_label=NASTY),
+        tuning_report.score_svg([{"index": 0, "rmse": 0.9}], 0, NASTY),
+    ):
+        assert_escaped_once(svg, 2)
+
+
+@pytest.mark.unit
+def test_strict_undefined_catches_a_missing_field() -> None:
+    row = {
+        "version": "v1",
+        "kind": "bootstrap",
+        "parent": None,
+        "status": "published",
+        "n_partitions": 0,
+        "rmse": 0.95,
+        "accepted": None,
+        "reasons": [],
+        "gate_report": None,
+    }
+    context = {
+        "generated": "now",
+        "bucket": "/b",
+        "current": "v1",
+        "chart": None,
+        "versions": [row],
+        "refused": [],
+        "refused_why": "",
+        "waiting": [],
+        "waiting_why": "",
+        "quarantined": [],
+    }
+    page = templates.render("index.html", **context)
+    assert '<td><code>\u2014</code></td><td>published</td><td class="num">0</td>' in page  # None: a dash
+    for missing in ("kind", "gate_report"):
+        with pytest.raises(jinja2.UndefinedError, match=missing):
+            templates.render(
+                "index.html", **{**context, "versions": [{k: v for k, v in row.items() if k != missing}]}
+            )
+    with pytest.raises(jinja2.UndefinedError, match="quarantined"):
+        templates.render("index.html", **{k: v for k, v in context.items() if k != "quarantined"})
+    with pytest.raises(jinja2.UndefinedError, match="label_y"):
+        chart = rmse_chart([{"version": "v1", "rmse": 0.9}])
+        del chart["label_y"]
+        templates.macro("charts.svg", "rmse")(chart)
+
+
+@pytest.mark.unit
+def test_the_environment_escapes_and_the_wheel_ships_every_template() -> None:
+    env = templates.ENV
+    assert isinstance(env.undefined, type) and issubclass(env.undefined, jinja2.StrictUndefined)
+    for name in ("gate.html", "index.html", "tuning.html", "base.html", "charts.svg", "macros.html"):
+        assert env.autoescape(name), name
+    assert not env.autoescape("notes.txt")  # only .html, .svg, .xml (and strings) are escaped
+    assert env.from_string("{{ x }}").render(x=NASTY) == NASTY_HTML
+    assert env.from_string("{{ x }}").render(x=None) == "\u2014"
+    with pytest.raises(jinja2.UndefinedError, match="'x' is undefined"):
+        env.from_string("{{ x|num }}").render()
+    # so every template is an .html or .svg file, and pyproject's package-data ships every one of them
+    folder = Path(templates.__file__).parent
+    files = sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix != ".py")
+    assert {Path(f).suffix for f in files} == {".html", ".svg"}, files
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text(encoding="utf-8"))
+    globs = pyproject["tool"]["setuptools"]["package-data"]["streamrec.pipeline.templates"]
+    assert all(any(fnmatch.fnmatch(f, g) for g in globs) for f in files), (files, globs)
+    assert "jinja2" in " ".join(pyproject["project"]["dependencies"]).lower()
+
+
+def test_index_shows_unfinished_uploads_as_waiting(tmp_path) -> None:
+    bucket = Bucket.from_uri(tmp_path)
+    store = ModelStore(bucket, clock=Clock())
+    bucket.write_bytes("ratings/incoming/p-7.csv.part", b"user,item,rating\n1,2,")  # an upload still running
+    bucket.write_bytes("ratings/incoming/p-6.csv", b"user,item,rating\n1,2,4\n")
+    write_index(bucket, store)
+    page = bucket.read_text("reports/index.html")
+    assert "Uploads not finished (1)" in page
+    assert "<code>ratings/incoming/p-7.csv.part</code>" in page
+    assert "p-6.csv</code>" not in page  # a finished file is a partition, not a waiting upload
+    bucket.delete("ratings/incoming/p-7.csv.part")
+    write_index(bucket, store)
+    assert "Uploads not finished" not in bucket.read_text("reports/index.html")

@@ -244,19 +244,33 @@ def test_report_files_are_served_from_reports_only(client, airflow_auth, facts):
         assert "version" not in r.text, path
 
 
+def _rated(bucket_dir: Path, version: str, user: int) -> dict[int, float]:
+    """The user's row of the version's seen table, read straight from its Parquet files: item -> rating."""
+    seen = pq.read_table(bucket_dir / "models" / "versions" / version / "seen").to_pydict()
+    if user not in seen["user"]:
+        return {}
+    row = seen["user"].index(user)
+    return dict(zip(seen["items"][row], seen["ratings"][row], strict=True))
+
+
 def _independent_top(bucket_dir: Path, version: str, user: int, k: int = 10) -> list[int]:
-    """Top-k item ids computed straight from the Parquet tables: mu + b_u + b_i + p_u.q_i, best first."""
+    """Top-k item ids computed straight from the Parquet tables: mu + b_u + b_i + p_u.q_i, best first, among
+    the items the user has not rated (the version's seen table)."""
     vdir = bucket_dir / "models" / "versions" / version
     manifest = json.loads((vdir / "manifest.json").read_text())
     users = pq.read_table(vdir / "users").to_pydict()
     items = pq.read_table(vdir / "items").to_pydict()
+    rated = _rated(bucket_dir, version, user)
     row = users["id"].index(user)
     p_u = np.array(users["factors"][row])
     scores = [
         manifest["mu"] + users["bias"][row] + b + float(p_u @ np.array(q))
         for b, q in zip(items["bias"], items["factors"], strict=True)
     ]
-    order = sorted(range(len(scores)), key=lambda j: (-scores[j], items["id"][j]))
+    order = sorted(
+        (j for j in range(len(scores)) if items["id"][j] not in rated),
+        key=lambda j: (-scores[j], items["id"][j]),
+    )
     return [items["id"][j] for j in order[:k]]
 
 
@@ -278,6 +292,36 @@ def test_lookup_top10_with_titles(client, airflow_auth, facts, bucket_dir):
     assert client.get("/api/lookup?user=1&k=0").status_code == 422
     assert client.get("/api/lookup?user=abc").status_code == 422
     assert client.get("/api/lookup?user=1&version=v-nope").status_code == 404
+
+
+def test_lookup_never_shows_a_rated_item_and_shows_the_users_own_top_rated(
+    client, airflow_auth, facts, bucket_dir
+):
+    v0, v1, _ = facts["versions"]
+    heavy = facts["heavy_user"]
+    as_user(client, airflow_auth, "viewer")
+    for version in (v0, v1):
+        rated = _rated(bucket_dir, version, heavy)
+        n_items = json.loads((bucket_dir / "models" / "versions" / version / "manifest.json").read_text())[
+            "n_items"
+        ]
+        assert len(rated) >= 40  # a heavy user: a third or more of the catalogue rated
+        d = client.get(f"/api/lookup?user={heavy}&k=100&version={version}").json()
+        got = [it["item"] for it in d["items"]]
+        assert not set(got) & set(rated), "a rated item was recommended"
+        assert len(got) == n_items - len(
+            set(rated) & set(range(1, 10**6))
+        )  # every unrated item, nothing else
+        assert got[:10] == _independent_top(bucket_dir, version, heavy)
+        assert d["rated"]["known"] is True and d["rated"]["count"] == len(rated)
+        top = d["rated"]["top"]
+        assert len(top) == min(100, len(rated))
+        assert [t["rating"] for t in top] == sorted(rated.values(), reverse=True)  # best first
+        assert all(rated[t["item"]] == t["rating"] for t in top)
+        assert top[0]["title"].startswith(f"Movie {top[0]['item']}, The (")
+        assert d["rule"] == {"min_ratings": 0, "shrink": 0.0, "popularity": 0.0, "k": 10}  # no rule recorded
+    cold = client.get("/api/lookup?user=987654321").json()
+    assert cold["rated"] == {"known": True, "count": 0, "top": []}
 
 
 # ------------------------------------------------------------------------------------------------------------

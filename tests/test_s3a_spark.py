@@ -100,7 +100,8 @@ def test_spark_reads_and_writes_s3a_and_boto3_reads_it_back(s3a_env, tmp_path, m
     import pandas as pd
 
     from streamrec import pipeline
-    from streamrec.core.synth import SynthConfig, write_dataset
+    from streamrec.core.synth import SynthConfig
+    from streamrec.core.synth_files import write_dataset
     from streamrec.launch import s3a
     from streamrec.pipeline.lookup import Recommender
     from streamrec.storage.bucket import Bucket

@@ -20,6 +20,9 @@ What must hold afterwards:
   the half-written candidate of the killed try is never visible (the retry rewrites the same version id);
 * every update run ended ``success``; no task instance is left failed; the killed try was followed by a try that
   succeeded.
+
+Then, on the same running Airflow (no second one started), ``bench/freshness.py`` measures one more partition
+of 1,000 ratings, as a script: the benchmark's smoke run (``tests/test_bench.py`` lists why it is here).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parent.parent
 BUDGET_S = 300
+FRESHNESS_ROWS = 1000
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +50,7 @@ def outcome(tmp_path_factory):
     from reliability_load import run_scheduler_restart
 
     t0 = time.time()
-    res = run_scheduler_restart(workdir=tmp_path_factory.mktemp("restart"))
+    res = run_scheduler_restart(workdir=tmp_path_factory.mktemp("restart"), freshness_rows=FRESHNESS_ROWS)
     res["test_seconds"] = round(time.time() - t0, 1)
     print(json.dumps(res, indent=1, default=str))
     assert "error" not in res, res.get("error")
@@ -94,3 +98,23 @@ def test_survived(outcome):
     # says more about its neighbours than about the recovery
     if outcome["test_seconds"] > BUDGET_S:
         print(f"over the {BUDGET_S} s budget: {outcome['timings_s']}")
+
+
+def test_freshness_bench_on_the_running_airflow(outcome):
+    """``bench/freshness.py`` (a smoke of the benchmark): exit 0, its last line a JSON object with every top-level
+    key its docstring names, the partition published and its time broken down by step."""
+    from test_bench import doc_keys
+
+    f = outcome["freshness"]
+    assert f["rc"] == 0, f.get("tail")
+    res = f["result"]
+    missing = [k for k in doc_keys(REPO / "bench" / "freshness.py") if k not in (res or {})]
+    assert res is not None and not missing, (missing, res)
+    [run] = res["runs"]
+    assert res["published"] == 1 and run["rows"] == FRESHNESS_ROWS, res
+    # found via the XCom; the run is started by the incoming/ watcher (asset event) or its fallback schedule
+    assert "-upd-" in run["version"] and run["run_id"].startswith(("asset_triggered__", "scheduled__")), run
+    steps = ("detection", "validation", "spark", "gate", "publish")
+    assert all(run[k] >= 0 for k in steps) and run["spark"] > 0 and run["total"] > 0, run
+    assert abs(sum(run[k] for k in (*steps, "overhead")) - run["total"]) < 0.05, run
+    assert res["summary"]["total"]["n"] == 1 and res["summary"]["total"]["median"] == run["total"], res

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from streamrec.core.arrays import ModelArrays
+from streamrec.core.seen import SeenItems
 from streamrec.spark.model import load_model, to_arrays, write_model
 from streamrec.storage.bucket import Bucket, LocalBucket
 from streamrec.storage.store import POINTER, ModelStore, StoreError, VersionNotFoundError
@@ -361,3 +362,47 @@ def test_version_ids(tmp_path) -> None:
             store.write_arrays(arrays, {}, version=bad)
         with pytest.raises(ValueError, match="invalid model version"):
             store.read_manifest(bad)
+
+
+# --- the seen-items side table (streamrec.core.seen) ------------------------------------------------------------
+def _seen() -> SeenItems:
+    # user 7 rated item 30 twice: the later timestamp (rating 2.0) counts
+    return SeenItems.from_ratings(
+        users=[7, 3, 7, 7, 3, 7],
+        items=[30, 10, 20, 30, 2**40, 10],
+        ratings=[5.0, 4.5, 3.5, 2.0, 1.0, 4.0],
+        ts=[100, 5, 50, 200, 6, 7],
+    )
+
+
+def test_seen_table_is_listed_and_round_trips(store: ModelStore) -> None:
+    seen = _seen()
+    v1 = store.write_arrays(random_arrays(seed=15), dict(LINEAGE), version="v1", seen=seen)
+    manifest = store.read_manifest(v1)
+    assert manifest["tables"]["seen"]["rows"] == 2
+    assert [f["key"] for f in manifest["tables"]["seen"]["files"]] == ["seen/part-00000.parquet"]
+    loaded = store.load_seen(v1)
+    assert list(loaded) == [3, 7] and loaded.n_ratings == 5
+    np.testing.assert_array_equal(loaded[7], [10, 20, 30])
+    np.testing.assert_array_equal(loaded.rated(7)[1], [4.0, 3.5, 2.0])
+    np.testing.assert_array_equal(loaded[3], [10, 2**40])
+    # a version written without one has none (not an empty one): the lookup cannot exclude anything there
+    v2 = store.write_arrays(random_arrays(seed=16), {}, version="v2")
+    assert store.load_seen(v2) is None and "seen" not in store.read_manifest(v2)["tables"]
+    # publishing checks the seen table's files like the factor tables
+    store.bucket.delete("models/versions/v1/seen/part-00000.parquet")
+    with pytest.raises(StoreError, match="damaged"):
+        store.publish(v1)
+
+
+def test_seen_table_is_written_before_the_manifest_and_a_rewrite_drops_it(store: ModelStore) -> None:
+    order: list[str] = []
+    write_bytes, write_json = store.bucket.write_bytes, store.bucket.write_json
+    store.bucket.write_bytes = lambda key, data: (order.append(key), write_bytes(key, data))  # type: ignore[method-assign]
+    store.bucket.write_json = lambda key, obj: (order.append(key), write_json(key, obj))  # type: ignore[method-assign]
+    store.write_arrays(random_arrays(seed=17), {}, version="v1", seen=_seen())
+    assert order[-1] == "models/versions/v1/manifest.json"
+    assert "models/versions/v1/seen/part-00000.parquet" in order[:-1]
+    store.write_arrays(random_arrays(seed=17), {}, version="v1")  # a retried task without seen items
+    assert store.load_seen("v1") is None
+    assert not [o for o in store.bucket.list("models/versions/v1/seen")]

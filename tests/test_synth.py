@@ -11,9 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from streamrec.core import synth
+from streamrec.core import synth_files
 from streamrec.core.schema import WHOLE_STAR
-from streamrec.core.synth import SynthConfig, generate_frame, main, write_dataset
+from streamrec.core.synth import SynthConfig, generate_frame
+from streamrec.core.synth_files import main, write_dataset
 from streamrec.storage.ratings import read_ratings_pandas
 
 pytestmark = pytest.mark.unit
@@ -136,7 +137,7 @@ def test_parquet_and_partition_size(tmp_path):
 
 def test_moderately_large_run_goes_through_the_chunked_path(tmp_path, monkeypatch):
     """300k ratings with small time windows and several history files: same data as in memory, less memory."""
-    monkeypatch.setattr(synth, "_WINDOW_RATINGS", 40_000)
+    monkeypatch.setattr(synth_files, "_WINDOW_RATINGS", 40_000)
     cfg = SynthConfig(n_users=6000, n_items=5000, n_ratings=300_000, seed=7)
     tracemalloc.start()
     try:

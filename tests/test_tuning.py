@@ -5,6 +5,7 @@ trial on a real Spark session with small generated data."""
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 
 from streamrec.core.params import BootstrapParams, UpdateParams
 from streamrec.pipeline import tuning
+from streamrec.spark import tuning as spark_tuning
 from streamrec.storage import paramsets
 from streamrec.storage.bucket import Bucket
 
@@ -172,7 +174,7 @@ def test_tuning_split_never_uses_the_stores_validation_rows(spark):
     holdout = {"fraction": 0.1, "seed": 42}
     _, store_val = split.split(df, 0.1, 42)
     # same seed as the store's split on purpose: the salt still gives a non-empty, independent split
-    fit, score = tuning.tuning_split(df, 0.2, 42, holdout)
+    fit, score = spark_tuning.tuning_split(df, 0.2, 42, holdout)
     key = ["user", "item"]
     v = {tuple(r) for r in store_val.select(*key).collect()}
     f = {tuple(r) for r in fit.select(*key).collect()}
@@ -182,21 +184,30 @@ def test_tuning_split_never_uses_the_stores_validation_rows(spark):
     assert not (f & s), "fit and score rows are disjoint"
     assert len(f) + len(s) + len(v) == len({tuple(x) for x in pdf[key].to_numpy()})
     assert 0.15 < len(s) / (len(s) + len(f)) < 0.25
-    again = {tuple(r) for r in tuning.tuning_split(df, 0.2, 42, holdout)[1].select(*key).collect()}
+    again = {tuple(r) for r in spark_tuning.tuning_split(df, 0.2, 42, holdout)[1].select(*key).collect()}
     assert again == s, "deterministic"
 
 
 @pytest.mark.spark
 def test_one_bootstrap_trial_and_one_replay_trial(spark):
     from streamrec.core.schema import HALF_STAR
-    from streamrec.spark import bootstrap
+    from streamrec.spark import bootstrap, update
 
     pdf, df = _synth(spark)
-    fit, score = tuning.tuning_split(df, 0.2, 1, {"fraction": 0.1, "seed": 42})
-    good = tuning.bootstrap_trial(fit, score, BootstrapParams(rank=4, iterations=5, reg=0.1), HALF_STAR)
+    fit, score = spark_tuning.tuning_split(df, 0.2, 1, {"fraction": 0.1, "seed": 42})
+    good = spark_tuning.bootstrap_trial(
+        fit, score, BootstrapParams(rank=4, iterations=5, reg=0.1), HALF_STAR, errors=True
+    )
     assert good["n"] == score.count() > 0 and 0.3 < good["rmse"] < 1.5
+    # the guard's input: one squared error per scoring row, in key order, adding up to the trial's score
+    err = good["errors"]
+    assert list(err.columns) == ["user", "item", "rating", "se"] and len(err) == good["n"]
+    assert math.sqrt(err["se"].astype(float).mean()) == pytest.approx(good["rmse"], rel=1e-6)
+    assert err[["user", "item"]].apply(tuple, axis=1).is_monotonic_increasing
     # an absurd λ flattens the factors: the search must be able to see the difference
-    flat = tuning.bootstrap_trial(fit, score, BootstrapParams(rank=4, iterations=5, reg=50.0), HALF_STAR)
+    flat = spark_tuning.bootstrap_trial(
+        fit, score, BootstrapParams(rank=4, iterations=5, reg=50.0), HALF_STAR
+    )
     assert flat["rmse"] > good["rmse"]
 
     order = pdf.sort_values("ts", kind="stable")
@@ -212,16 +223,84 @@ def test_one_bootstrap_trial_and_one_replay_trial(spark):
         chunk = order.iloc[lo : lo + 800][["user", "item", "rating", "ts"]]
         parts.append((f"p{k}", spark.createDataFrame(chunk, RATINGS_SCHEMA)))
     parts = parts[:3]
-    res = tuning.replay_trial(start, parts, UpdateParams(passes=2), HALF_STAR)
+    res = spark_tuning.replay_trial(start, parts, UpdateParams(passes=2), HALF_STAR, errors=True)
     assert list(res["per_partition"]) == ["p0", "p1", "p2"]
+    # per-row prequential errors, tagged with the partition's position, add up to each partition's score
+    err = res.pop("errors")
+    assert len(err) == res["n"] and list(err.columns) == ["seq", "user", "item", "rating", "se"]
+    for k, pid in enumerate(["p0", "p1", "p2"]):
+        se = err.loc[err["seq"] == k, "se"].astype(float)
+        assert len(se) == res["per_partition"][pid]["n"]
+        assert math.sqrt(se.mean()) == pytest.approx(res["per_partition"][pid]["rmse"], rel=1e-6)
+    # the same replay as the update job's batch (update.apply_many), to rounding
+    _, batch = update.apply_many(start, [df for _, df in parts], UpdateParams(passes=2), HALF_STAR)
+    for pid, m in zip(["p0", "p1", "p2"], batch, strict=True):
+        assert res["per_partition"][pid]["rmse"] == pytest.approx(m["rmse"], rel=1e-9)
     assert res["n"] == sum(p.count() for _, p in parts)
     pooled = math.sqrt(sum(v["n"] * v["rmse"] ** 2 for v in res["per_partition"].values()) / res["n"])
     assert res["rmse"] == pytest.approx(pooled)
     # lr 0 absorbs nothing into the old entities: the first partition's prediction is the same, and later
     # partitions are predicted by a model that learnt less
-    frozen = tuning.replay_trial(start, parts, UpdateParams(lr=0.0, passes=2), HALF_STAR)
+    frozen = spark_tuning.replay_trial(start, parts, UpdateParams(lr=0.0, passes=2), HALF_STAR)
     assert frozen["per_partition"]["p0"]["rmse"] == pytest.approx(res["per_partition"]["p0"]["rmse"])
     assert frozen["rmse"] != pytest.approx(res["rmse"])
+
+
+@pytest.mark.spark
+def test_a_tuning_run_never_stores_parameters_worse_on_held_back_rows(spark, tmp_path):
+    """A whole tuning run with real trials (plan, prepare, trials, finish; no Airflow) on generated data, twice:
+    trials that differ from the baseline only by noise leave the stored set at the baseline; a clearly better
+    trial is adopted, and it is better on the rows the tuning never saw (the store's hold-out)."""
+    from streamrec.core.synth import SynthConfig
+    from streamrec.core.synth_files import write_dataset
+    from streamrec.spark import bootstrap, evaluate, split
+    from streamrec.spark.ratings import read_ratings
+
+    b = Bucket.from_uri(tmp_path / "bucket")
+    write_dataset(SynthConfig(n_users=150, n_items=200, n_ratings=6000, seed=5), str(tmp_path / "d"), 1, 1.0)
+    b.write_bytes("ratings/history/ratings.csv", (tmp_path / "d" / "history" / "ratings.csv").read_bytes())
+    base = BootstrapParams(rank=4, iterations=5, reg=0.1)
+
+    def run(name: str, trials: list[BootstrapParams]) -> dict:
+        tuning.make_plan(b, name, "bootstrap", len(trials), 7, None, start_ts=0.0)
+        spark_tuning.prepare(spark, b, name)
+        for k, params in enumerate(trials):
+            spark_tuning.run_trial(spark, b, name, "bootstrap", k, params)
+        return tuning.finish(b, name, "tuned")
+
+    # 1. noise: λ moved by 0.5 %..1 % (each trial with its own ALS seed, as every trial): some score below the
+    # baseline, by less than what the initialisation alone moves
+    noise = [base, *(BootstrapParams(rank=4, iterations=5, reg=r) for r in (0.099, 0.0995, 0.1005, 0.101))]
+    r = run("noise", noise)["parts"]["bootstrap"]
+    scores = [t["rmse"] for t in r["trials"]]
+    assert [t["params"]["seed"] for t in r["trials"]] == [42, 43, 44, 45, 46]
+    assert min(scores[1:]) < scores[0], f"precondition: a trial scores lower than the baseline {scores}"
+    assert max(abs(x - scores[0]) for x in scores) < 0.05 * scores[0], scores
+    assert not r["adopted"] and r["chosen"]["index"] == 0, [t["guard"] for t in r["trials"]]
+    assert paramsets.load(b, "tuned")["bootstrap"] == {
+        n: base.as_dict()[n] for n in tuning.tuned_fields("bootstrap")
+    }
+    assert b.exists("reports/tuning/noise/trials/bootstrap-001.errors.parquet")
+
+    # 2. a baseline whose λs flatten the factors and shrink the biases away (nearly the global mean: RMSE 0.89
+    # on the tuning rows against 0.67), and a trial that does not: adopted
+    bad = BootstrapParams(rank=4, iterations=5, reg=30.0, reg_user=1000.0, reg_item=1000.0)
+    r = run("clear", [bad, base])["parts"]["bootstrap"]
+    assert r["adopted"] and r["chosen"]["index"] == 1 and r["trials"][1]["guard"]["better"]
+    stored = paramsets.load(b, "tuned")["bootstrap"]
+    assert stored == {n: base.as_dict()[n] for n in tuning.tuned_fields("bootstrap")}, stored
+
+    # held back: fitted on every row the tuning could use, scored on the store's hold-out rows it never saw
+    from streamrec.core.schema import HALF_STAR
+
+    df = read_ratings(spark, b.spark_uri("ratings/history"), HALF_STAR)
+    flag = split.holdout_flag(0.1, 42)
+    rest, held = df.where(~flag), df.where(flag)
+    held_back = {
+        name: evaluate.rmse(bootstrap.fit(rest, params), held, HALF_STAR)["rmse"]
+        for name, params in (("baseline", bad), ("adopted", base))
+    }
+    assert held_back["adopted"] < held_back["baseline"], held_back
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -293,29 +372,67 @@ def test_plan_without_a_matching_ancestor_bootstraps_on_the_data_before(tmp_path
     assert any("bootstrap on the data before" in n for n in p["notes"])
 
 
+def _errors(rmse: float, n: int = 4000, users: int = 400, seed: int = 0, noise: float = 0.0, seq=None):
+    """Per-row squared errors on a fixed set of scoring rows (the same keys for every trial): squared
+    residuals of a N(0, rmse) draw common to every trial (seed 0), scaled to mean exactly ``rmse``² and
+    perturbed by ``noise`` (a trial-specific relative jitter): what two models' errors on the same rows look
+    like, one a little (noise) or clearly (rmse) different from the other."""
+    import pandas as pd
+
+    from streamrec.core import search
+
+    common = np.random.default_rng(0).normal(0.0, 1.0, n) ** 2
+    if noise:
+        common = common * np.exp(np.random.default_rng(seed).normal(0.0, noise, n))
+    se = common / common.mean() * rmse**2
+    frame = pd.DataFrame(
+        {
+            "user": np.arange(n) % users,
+            "item": np.arange(n) // users,
+            "rating": np.full(n, 3.0),
+            "se": se,
+        }
+    )
+    if seq is not None:
+        frame.insert(0, "seq", np.arange(n) % seq)
+    return search.sort_errors(frame)
+
+
+def _write_trial(b, run, part, k, values, rmse, errors):
+    from streamrec.core import search
+
+    key = tuning.trial_key(run, part, k)
+    b.write_json(
+        key,
+        {
+            "part": part,
+            "index": k,
+            "params": values,
+            "rmse": rmse,
+            "mae": 0.7,
+            "n": 100,
+            "tuned": {n: values[n] for n in tuning.tuned_fields(part)},
+            "seconds": 1.0,
+        },
+    )
+    if errors is not None:
+        b.write_bytes(search.errors_key(key), search.errors_to_parquet(errors))
+
+
 @pytest.mark.unit
 def test_finish_chooses_reports_skipped_trials_and_stores_the_set(tmp_path):
     store = _lineage_store(tmp_path)
     b = store.bucket
     p = tuning.make_plan(b, "run4", "bootstrap", 4, 3, 1, start_ts=0.0)
     scores = {0: 0.91, 1: 0.88, 2: 0.95}  # trial 3 never ran (budget)
+    # the guard's precondition, made explicit: trial 1 is better than the baseline on every scoring row
+    # (3 % of RMSE on 4000 rows, far beyond the noise), so the lowest score is also the adopted one
     for k, rmse in scores.items():
-        values = p["trials"]["bootstrap"][k]
-        b.write_json(
-            tuning.trial_key("run4", "bootstrap", k),
-            {
-                "part": "bootstrap",
-                "index": k,
-                "params": values,
-                "rmse": rmse,
-                "mae": 0.7,
-                "n": 100,
-                "tuned": {n: values[n] for n in tuning.tuned_fields("bootstrap")},
-                "seconds": 1.0,
-            },
-        )
+        _write_trial(b, "run4", "bootstrap", k, p["trials"]["bootstrap"][k], rmse, _errors(rmse))
     res = tuning.finish(b, "run4", "tuned", datetime(2026, 11, 26, tzinfo=UTC))
     r = res["parts"]["bootstrap"]
+    assert r["adopted"] and r["trials"][1]["guard"]["better"]
+    assert not r["trials"][2]["guard"]["better"] and r["trials"][0]["guard"] is None
     assert r["chosen"]["index"] == 1 and r["not_run"] == [3] and r["finished"] == 3
     assert r["improvement"] == pytest.approx(0.03)
     stored = paramsets.load(b, "tuned")
@@ -326,10 +443,122 @@ def test_finish_chooses_reports_skipped_trials_and_stores_the_set(tmp_path):
     html = b.read_text("reports/tuning/run4/index.html")
     assert "<svg" in html and "http" not in html.replace("http://www.w3.org/2000/svg", "")
     assert "not run" in html and b.exists("reports/tuning/run4/result.json")
+    assert "Adopted trial 1: trial 1 beats the baseline beyond the noise" in html
+    assert "paired bootstrap interval" in html and "(Bonferroni)" in html, "the report states the rule"
     # nothing finished: nothing stored, and the report says so
     tuning.make_plan(b, "run5", "bootstrap", 2, 3, 1, start_ts=0.0)
     res = tuning.finish(b, "run5", "other")
     assert res["param_set"] is None and paramsets.load(b, "other") is None
+
+
+@pytest.mark.unit
+def test_finish_keeps_and_stores_the_baseline_when_every_trial_is_only_noise_level_better(tmp_path):
+    store = _lineage_store(tmp_path)
+    b = store.bucket
+    paramsets.save(b, "tuned", {"update": {"lr": 0.5}})
+    before = paramsets.load(b, "tuned")
+    p = tuning.make_plan(b, "run6", "update", 6, 3, None, start_ts=0.0, replay=2)
+    # every trial scores a little lower than the baseline (0.1 % .. 0.05 % of RMSE), each with its own
+    # row-level jitter: the lowest score is trial 5, but no difference is beyond the noise of 4000 rows
+    scores = {0: 0.9100, 1: 0.9095, 2: 0.9098, 3: 0.9099, 4: 0.9096, 5: 0.9091}
+    for k, rmse in scores.items():
+        err = _errors(rmse, seed=k, noise=0.0 if k == 0 else 0.5, seq=2)
+        _write_trial(b, "run6", "update", k, p["trials"]["update"][k], rmse, err)
+    res = tuning.finish(b, "run6", "tuned")
+    r = res["parts"]["update"]
+    assert tuning.choose(r["trials"])["index"] == 5, "trial 5 has the lowest score ..."
+    assert r["best_score"]["index"] == 5
+    assert not r["adopted"] and r["chosen"]["index"] == 0, "... but the guard keeps the baseline"
+    assert r["compared"] == 5 and r["level"] == pytest.approx(0.01)
+    for k in range(1, 6):
+        g = r["trials"][k]["guard"]
+        assert g["mean_diff"] < 0 and g["upper"] > 0 and not g["better"], (k, g)
+        assert (g["n"], g["users"], g["items"]) == (4000, 400, 10)
+    assert r["improvement"] == 0.0
+    stored = paramsets.load(b, "tuned")
+    baseline = {n: p["trials"]["update"][0][n] for n in tuning.tuned_fields("update")}
+    assert stored["update"] == baseline and stored["update"]["lr"] == 0.5, "the baseline, unchanged"
+    resolved, _, _ = paramsets.resolve_in_bucket(b, "tuned", "update", {})
+    assert resolved == UpdateParams.from_dict({**UpdateParams().as_dict(), **before["update"]})
+    assert stored["tuning"]["update"]["adopted"] is False
+    html = b.read_text("reports/tuning/run6/index.html")
+    assert "Kept the current parameters (trial 0): none of the 5 trials beats the baseline" in html
+    assert "99.00 % (1 − α/m, m = 5 trials compared)" in html
+    assert '<td class="num">4,000</td><td class="num">400</td><td class="num">10</td><td>no</td>' in html
+    rows = re.findall(
+        r"<tr><th>(\d+)</th>.*?<td>(yes|no)", html.replace('<span class="ok">yes</span>', "yes")
+    )
+    assert rows == [(str(k), "no") for k in range(1, 6)]
+
+
+@pytest.mark.unit
+def test_finish_cannot_adopt_without_a_baseline_or_paired_rows(tmp_path):
+    store = _lineage_store(tmp_path)
+    b = store.bucket
+    p = tuning.make_plan(b, "run7", "bootstrap", 3, 3, None, start_ts=0.0)
+    t = p["trials"]["bootstrap"]
+    # trial 1 clearly better but its errors are missing, trial 2 clearly better on other rows
+    _write_trial(b, "run7", "bootstrap", 0, t[0], 0.95, _errors(0.95))
+    _write_trial(b, "run7", "bootstrap", 1, t[1], 0.85, None)
+    _write_trial(b, "run7", "bootstrap", 2, t[2], 0.86, _errors(0.86, n=3000))
+    r = tuning.finish(b, "run7", "tuned")["parts"]["bootstrap"]
+    assert not r["adopted"] and r["chosen"]["index"] == 0
+    assert r["trials"][1]["guard"] == {"better": False, "reason": "this trial's per-row errors are missing"}
+    assert "different scoring rows" in r["trials"][2]["guard"]["reason"]
+    # no baseline (trial 0 did not run): nothing to compare with, nothing adopted, nothing stored
+    p = tuning.make_plan(b, "run8", "bootstrap", 2, 3, None, start_ts=0.0)
+    _write_trial(b, "run8", "bootstrap", 1, p["trials"]["bootstrap"][1], 0.5, _errors(0.5))
+    res = tuning.finish(b, "run8", "other")
+    assert res["parts"]["bootstrap"]["chosen"] is None and res["param_set"] is None
+
+
+@pytest.mark.unit
+def test_paired_bootstrap_sees_noise_and_the_clusters():
+    from streamrec.core import search
+
+    rng = np.random.default_rng(1)
+    n, users, items = 6000, 300, 120
+    user, item = np.arange(n) % users, (np.arange(n) * 7) % items
+    base = rng.chisquare(1, n) * 0.8
+    # a real gain of 2 % of MSE on every row: passes even at a Bonferroni level
+    t = search.paired_bootstrap(base, base * 0.98, user, item, alpha=0.05 / 7, seed=3)
+    assert t["better"] and t["upper"] < 0 and t["mean_diff"] == pytest.approx(-0.02 * base.mean())
+    assert (t["users"], t["items"], t["n"], t["resamples"]) == (300, 120, 6000, 1000)
+    assert t["z"] == pytest.approx(2.450, abs=1e-3), "z of 1 - 0.05/7"
+    assert t == search.paired_bootstrap(base, base * 0.98, user, item, alpha=0.05 / 7, seed=3), "seeded"
+    # pure noise: the mean difference is below 0, the interval covers 0
+    noisy = base * np.exp(rng.normal(0, 0.3, n))
+    noisy = noisy / noisy.mean() * base.mean() * 0.999
+    t = search.paired_bootstrap(base, noisy, user, item, alpha=0.05, seed=3)
+    assert t["mean_diff"] < 0 and t["upper"] > 0 and not t["better"]
+    # a per-user and a per-item shift (the rows of a user, of an item, move together): resampling users and
+    # items gives a wider interval than users alone, which is wider than rows alone
+    diff = base + rng.normal(0, 0.2, users)[user] + rng.normal(0, 0.2, items)[item] - 0.01
+    se = {
+        name: search.paired_bootstrap(base, diff, u, i, seed=3)["se"]
+        for name, u, i in (
+            ("both", user, item),
+            ("users", user, np.zeros(n)),
+            ("rows", np.arange(n), np.zeros(n)),
+        )
+    }
+    assert se["both"] > 1.5 * se["users"] and se["users"] > 2 * se["rows"], se
+    with pytest.raises(ValueError, match="paired rows"):
+        search.paired_bootstrap(base, base[:-1], user, item)
+
+
+@pytest.mark.unit
+def test_errors_round_trip_and_keys():
+    from streamrec.core import search
+
+    e = _errors(0.9, n=50, users=7, seq=3)
+    assert search.error_keys(e) == ["seq", "user", "item", "rating"]
+    back = search.errors_from_parquet(search.errors_to_parquet(e.sample(frac=1.0, random_state=1)))
+    assert back.equals(e), "stored in key order, read back identical"
+    assert back["se"].dtype == np.float32
+    assert search.errors_key("reports/tuning/r/trials/update-003.json") == (
+        "reports/tuning/r/trials/update-003.errors.parquet"
+    )
 
 
 @pytest.mark.unit

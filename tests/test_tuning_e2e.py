@@ -26,7 +26,8 @@ from e2e_support import _dags, _run, airflow_env, run_driver  # noqa: E402
 
 def _lineage(work: Path, bucket: Path) -> None:
     """Synthetic history + 2 partitions, bootstrapped and updated with the jobs' own functions, published."""
-    from streamrec.core.synth import SynthConfig, write_dataset
+    from streamrec.core.synth import SynthConfig
+    from streamrec.core.synth_files import write_dataset
     from streamrec.spark.runs import Holdout, bootstrap_version, update_version
     from streamrec.spark.session import get_session
     from streamrec.storage.store import ModelStore
@@ -88,7 +89,7 @@ def test_tune_then_bootstrap_uses_the_tuned_set(tmp_path):
     for tid in ("prepare", "finish"):
         assert tune["tasks"][tid].endswith("success"), tune
     tuned = res["tuned"]
-    assert set(tuned["bootstrap"]) == {"rank", "reg", "iterations"}
+    assert set(tuned["bootstrap"]) == {"rank", "reg", "iterations", "reg_user", "reg_item"}
     assert set(tuned["update"]) == {"lr", "reg", "passes", "decay"}
     assert tuned["tuning"]["bootstrap"]["trials"] == 2 and tuned["tuning"]["update"]["trials"] == 2
     run = tuned["tuning"]["bootstrap"]["run"]

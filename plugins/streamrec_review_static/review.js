@@ -207,12 +207,26 @@ async function lookup(ev) {
     const t0 = performance.now();
     const d = await call("GET", `api/lookup?${q}`);
     const ms = performance.now() - t0;
+    const rated = d.rated || { known: false, count: null, top: [] };
+    const rule = d.rule || {};
+    const ruleText = `ranking rule: at least ${rule.min_ratings ?? 0} ratings per item, shrink ${rule.shrink ?? 0}, ` +
+      `popularity ${rule.popularity ?? 0}`;
+    const recs = el("table", { id: "lookup-table" }, el("thead", {}, el("tr", {}, el("th", {}, "#"), el("th", {}, "item"), el("th", {}, "title"), el("th", {}, "predicted rating"))),
+      el("tbody", {}, d.items.map((it, i) => el("tr", {}, el("td", { class: "num" }, i + 1), td(code(it.item)),
+        td(it.title || el("span", { class: "muted" }, "\u2014")), tdn(it.score, 3)))));
+    const own = el("table", { id: "rated-table" }, el("thead", {}, el("tr", {}, el("th", {}, "#"), el("th", {}, "item"), el("th", {}, "title"), el("th", {}, "their rating"))),
+      el("tbody", {}, rated.top.length ? rated.top.map((it, i) => el("tr", {}, el("td", { class: "num" }, i + 1), td(code(it.item)),
+        td(it.title || el("span", { class: "muted" }, "\u2014")), tdn(it.rating, 1)))
+        : [el("tr", {}, el("td", { colspan: 4, class: "muted" }, rated.known ? "No rating by this user." : "Unknown: this version keeps no seen items."))]));
     out.replaceChildren(
       el("p", {}, `Top ${d.items.length} for user ${d.user} from `, code(d.version),
         d.known_user ? "" : " (unknown user: the most popular by item bias)", el("span", { class: "muted" }, ` \u00b7 ${ms.toFixed(0)} ms`)),
-      el("table", { id: "lookup-table" }, el("thead", {}, el("tr", {}, el("th", {}, "#"), el("th", {}, "item"), el("th", {}, "title"), el("th", {}, "predicted rating"))),
-        el("tbody", {}, d.items.map((it, i) => el("tr", {}, el("td", { class: "num" }, i + 1), td(code(it.item)),
-          td(it.title || el("span", { class: "muted" }, "\u2014")), tdn(it.score, 3))))));
+      el("p", { class: "muted", id: "lookup-seen" }, rated.known
+        ? `Leaving out the ${rated.count} items this user rated \u00b7 ${ruleText}`
+        : `This version keeps no record of what users rated: rated items may appear \u00b7 ${ruleText}`),
+      el("div", { class: "side-by-side" },
+        el("div", {}, el("h3", {}, "Recommended"), recs),
+        el("div", {}, el("h3", {}, "Their own top-rated"), own)));
     out.dataset.answered = "yes";
   } catch (err) {
     out.replaceChildren(el("p", { class: "bad" }, `Lookup failed: ${err.message}`));

@@ -1,15 +1,20 @@
-"""A model version as numpy arrays: the form in which the gate, the prequential scores and serving read it.
+r"""A model version as numpy arrays: the form in which the gate, the prequential scores and serving read it.
 
 ``ModelArrays`` holds ``mu``, the rank and, per side, the sorted ids, biases, rating counts and factor rows; the
 Parquet factor tables of the store convert to and from it with pyarrow (``side_from_table`` /
 ``table_from_side``).
+
+:func:`predict` (ids) / :func:`predict_rows` (row indices) is the one numpy form of the prediction rule
+``r̂ = mu + b_u + b_i + p_u · q_i`` with its fallbacks and clip: the gate (``streamrec.pipeline.tasks.rmse``), the
+prequential scores of the update task (``streamrec.spark.update``) and serving (``streamrec.pipeline.lookup``) all
+call it; ``streamrec.spark.evaluate.predict`` writes the same formula as Spark column expressions.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -111,6 +116,71 @@ class ModelArrays:
             user_n=users[2],
             item_n=items[2],
         )
+
+
+class Parts(NamedTuple):
+    """The five arrays the prediction rule reads, for state that is not a whole :class:`ModelArrays` (e.g. the
+    touched rows of an update task); a ``ModelArrays`` has the same attributes and can be passed instead."""
+
+    mu: float
+    user_bias: np.ndarray
+    user_factors: np.ndarray
+    item_bias: np.ndarray
+    item_factors: np.ndarray
+
+
+def predict(
+    model: ModelArrays,
+    user_ids: Iterable[int] | np.ndarray,
+    item_ids: Iterable[int] | np.ndarray,
+    clip: tuple[float, float] | None = None,
+    factors: bool = True,
+) -> np.ndarray:
+    r"""Predicted ratings of the aligned pairs ``(user_ids[k], item_ids[k])`` (float64 array).
+
+    The rule (biased matrix factorisation), with ``b`` the biases and ``p`` / ``q`` the factor rows::
+
+        r̂(u, i) = mu + b_u + b_i + p_u · q_i        u and i known
+                  mu + b_i                          u unknown (not in the model)
+                  mu + b_u                          i unknown
+                  mu                                both unknown
+
+    that is, an unknown id contributes neither its bias nor a dot product (never NaN for a cold id, unlike
+    Spark ALS, SPARK-14489). Evaluated in this order, which every caller relies on for its bits:
+    ``((mu + b_u) + b_i) + p_u · q_i``, the dot product by ``numpy.einsum("ij,ij->i")``.
+
+    ``clip=(low, high)``: the result is ``min(max(r̂, low), high)`` (``numpy.clip``; NaN stays NaN), i.e.
+    clipped to the rating scale; None: unclipped.
+
+    ``factors=False``: the biases-only baseline ``mu + b_u + b_i`` (the dot product left out for every pair,
+    fallbacks and clip as above), which the gate scores to show the factors earn their keep.
+    """
+    return predict_rows(model, model.user_rows(user_ids), model.item_rows(item_ids), clip, factors)
+
+
+def predict_rows(
+    model: ModelArrays | Parts,
+    user_rows: np.ndarray,
+    item_rows: np.ndarray,
+    clip: tuple[float, float] | None = None,
+    factors: bool = True,
+) -> np.ndarray:
+    """:func:`predict` on row indices into ``model``'s arrays (``-1`` = unknown id) instead of ids: the rule,
+    the fallbacks, the order of evaluation and the clip of :func:`predict`, which calls it after the lookup."""
+    u = np.asarray(user_rows, dtype=np.int64).reshape(-1)
+    i = np.asarray(item_rows, dtype=np.int64).reshape(-1)
+    if len(u) != len(i):
+        raise ValueError(f"{len(u)} users but {len(i)} items")
+    ku, ki = u >= 0, i >= 0
+    pred = np.full(len(u), float(model.mu), dtype=np.float64)
+    pred[ku] += model.user_bias[u[ku]]
+    pred[ki] += model.item_bias[i[ki]]
+    if factors:
+        both = ku & ki
+        pred[both] += np.einsum("ij,ij->i", model.user_factors[u[both]], model.item_factors[i[both]])
+    if clip is not None:
+        pred = np.clip(pred, clip[0], clip[1])
+    return pred
 
 
 def _normalise_side(

@@ -12,19 +12,30 @@ Formats (``fmt="auto"`` detects each file from its first bytes; or name one):
 ``csv``        header ``user,item,rating`` or ``user,item,rating,timestamp``; an empty timestamp is null.
 ``parquet``    columns ``user, item, rating`` and optionally ``timestamp`` (or ``ts``); a null timestamp is null.
 
-Auto detection: the Parquet magic ``PAR1`` means Parquet; a first line equal to one of the headers above means
-that format; a first line containing a tab means ``udata``; anything else is an error (rule ``known_header``).
-A leading UTF-8 byte order mark is ignored. A folder stands for its files (not sub-folders; names starting with
-``.`` or ``_`` such as ``_SUCCESS`` are skipped); the files of one call may mix formats.
+A header may name its columns in any order (``item,user,rating``: the values are read by name); the two
+vocabularies are not mixed. Auto detection: the Parquet magic ``PAR1`` means Parquet; a first line naming one
+of the headers above means that format; a first line containing a tab and starting with an integer means
+``udata``; anything else is an error (rule ``known_header``). A leading UTF-8 byte order mark is ignored. A
+folder stands for its files (not sub-folders; hidden names, :data:`HIDDEN_PREFIXES`, such as ``_SUCCESS`` are
+skipped); the files of one call may mix formats.
+
+Compression: a text file that starts with the gzip or bzip2 magic bytes (:mod:`streamrec.core.compression`) is
+read decompressed, whatever its name; other compressed formats (ZIP, xz, zstd) and compressed Parquet are refused
+(rule ``text_or_parquet``).
 
 Lines end with LF, CRLF or a lone CR (the same three terminators as Spark's text reader), so no ``\\r`` ever
-reaches a value. Fields are split on the separator only: no quoting, no trimming of spaces.
+reaches a value. Blank lines (only spaces and tabs) are skipped wherever they are, also before the header (the
+header is the first non-blank line), as pandas and Spark skip them; they keep their line numbers. Fields are
+split on the separator with RFC 4180 quoting: a field may be enclosed in double quotes (``"4.5"``, as
+``csv.QUOTE_ALL`` writes), a double quote inside a quoted field is doubled (``""``); a quoted field never spans
+lines. No trimming of spaces.
 
 Rules, checked in this order for each line/row (the first failing rule is reported):
 
 ``known_header``     line 1 is the header the format requires (Parquet: the column names are the known ones).
 ``repeated_header``  the header appears again after line 1 (e.g. concatenated CSV files).
-``blank_line``       a blank line (only spaces/tabs) is followed by more lines; trailing blank lines are fine.
+``csv_quoting``      the double quotes of the line follow RFC 4180 (no quote inside an unquoted field, nothing
+                     after a closing quote but the separator, every quoted field closed on its line).
 ``field_count``      the line has exactly the format's number of fields.
 ``id_integer``       user and item are integer literals (``[+-]?[0-9]+``), not null.
 ``id_range``         user and item are in 1 .. 2**63-1 (no 0, no negatives, no 64-bit overflow).
@@ -36,36 +47,47 @@ Rules, checked in this order for each line/row (the first failing rule is report
                      it empty/null, which gives a null ``ts``).
 ``timestamp_range``  the timestamp is in 0 .. 2**63-1 (epoch seconds, non-negative).
 
-The rules are written here once (names, headers, literals, ranges, the scalar check that produces the rule and the
-message); the readers apply them: a vectorised pyarrow check (``storage.ratings.read_ratings_pandas``), a Spark
-column expression (``spark.ratings.read_ratings``) and the data contract's line-numbered parser
-(``pipeline.contract``), kept in step by the tests.
+The rules are written here once (names, headers, literals, quoting, ranges, hidden names, the scalar check that
+produces the rule and the message); the readers apply them: a vectorised pyarrow check
+(:mod:`streamrec.core.ratings_arrow`, used by ``storage.ratings.read_ratings_pandas`` and by the data contract's
+line-numbered parser ``pipeline.contract.parse``) and a Spark column expression (``spark.ratings.read_ratings``),
+kept in step by the tests.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
-import pyarrow as pa
-
+from streamrec.core.compression import (
+    Damaged,
+    codec_of,
+    compressed_parquet,
+    decompress_head,
+    unsupported_compression,
+)
 from streamrec.core.schema import ITEM, RATING, USER, RatingScale
 
 MAX_ID = 2**63 - 1
 TOLERANCE = 1e-9
 FORMATS = ("movielens", "udata", "csv", "parquet")
 
-MOVIELENS_HEADER = "userId,movieId,rating,timestamp"
-CSV_HEADER_TS = "user,item,rating,timestamp"
-CSV_HEADER = "user,item,rating"
+MOVIELENS_NAMES = ("userId", "movieId", "rating", "timestamp")
+CSV_NAMES_TS = (USER, ITEM, RATING, "timestamp")
+CSV_NAMES = (USER, ITEM, RATING)
+MOVIELENS_HEADER, CSV_HEADER_TS, CSV_HEADER = (
+    ",".join(n) for n in (MOVIELENS_NAMES, CSV_NAMES_TS, CSV_NAMES)
+)
 PARQUET_TS_COLUMNS = ("timestamp", "ts")
 
 KNOWN_HEADER = "known_header"
 REPEATED_HEADER = "repeated_header"
-BLANK_LINE = "blank_line"
+CSV_QUOTING = "csv_quoting"
 FIELD_COUNT = "field_count"
 ID_INTEGER = "id_integer"
 ID_RANGE = "id_range"
@@ -75,38 +97,56 @@ RATING_ON_SCALE = "rating_on_scale"
 RATING_ON_STEP = "rating_on_step"
 TIMESTAMP_INTEGER = "timestamp_integer"
 TIMESTAMP_RANGE = "timestamp_range"
-RULES = (
-    KNOWN_HEADER,
-    REPEATED_HEADER,
-    BLANK_LINE,
-    FIELD_COUNT,
-    ID_INTEGER,
-    ID_RANGE,
-    RATING_FINITE,
-    RATING_NUMBER,
-    RATING_ON_SCALE,
-    RATING_ON_STEP,
-    TIMESTAMP_INTEGER,
-    TIMESTAMP_RANGE,
-)
+RULES = (KNOWN_HEADER, REPEATED_HEADER, CSV_QUOTING, FIELD_COUNT, ID_INTEGER, ID_RANGE, RATING_FINITE)
+RULES += (RATING_NUMBER, RATING_ON_SCALE, RATING_ON_STEP, TIMESTAMP_INTEGER, TIMESTAMP_RANGE)
+FILE_TYPE = "text_or_parquet"
+"""The file is UTF-8 text without NUL bytes (possibly gzip/bzip2-compressed), or Parquet. The readers raise it
+for the other compressed formats and damaged compressed streams; the data contract also for binary data."""
 
 # The lexical rules, written once. Python uses re.fullmatch; Java (Spark rlike) and RE2 (pyarrow) use the
 # anchored form, with \z so that no trailing line terminator is tolerated.
 INT = r"[+-]?[0-9]+"
 NUM = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
 NONFINITE = r"[+-]?(?:[nN][aA][nN]|[iI][nN][fF](?:[iI][nN][iI][tT][yY])?)"
-BLANK = r"[ \t]*"
+BLANK = "\ufeff?" + r"[ \t]*"  # spaces and tabs; a stray BOM (files concatenated) leaves a blank line too
 INT_RE, NUM_RE, NONFINITE_RE, BLANK_RE = (re.compile(p) for p in (INT, NUM, NONFINITE, BLANK))
+SEPARATORS = {",": ",", "\t": r"\t"}
+"""The separators of the text formats and how a regex (Python, Java, RE2 alike) writes them."""
 
 
 def anchored(pattern: str) -> str:
     return rf"^(?:{pattern})\z"
 
 
+def field_pattern(sep: str) -> str:
+    """One RFC 4180 field: quoted (inner quotes doubled) or unquoted (no quote, no separator)."""
+    return rf'"(?:[^"]|"")*"|[^"{SEPARATORS[sep]}]*'
+
+
+def quoting_pattern(sep: str, simple: bool = False) -> str:
+    """A line whose quoting follows RFC 4180. ``simple``: and no quoted field holds a separator or a quote."""
+    s = SEPARATORS[sep]
+    f = rf'"[^"{s}]*"|[^"{s}]*' if simple else field_pattern(sep)
+    return rf"(?:{f})(?:{s}(?:{f}))*"
+
+
+def quoted(pattern: str) -> str:
+    """A literal written bare or in double quotes (a valid literal never contains a quote or a separator)."""
+    return rf'(?:{pattern})|"(?:{pattern})"'
+
+
 BOM = "\ufeff"
+HIDDEN_PREFIXES = (".", "_")
+"""A file or folder whose name starts with one of these is not data (``_SUCCESS``, ``.crc``, ``.DS_Store``, Spark's
+``_temporary/``): a folder's hidden files are skipped, a hidden name in ``ratings/incoming/`` is not a partition."""
 HEAD_BYTES = 8192
 MAX_HEAD_BYTES = 1 << 20
 TS_REQUIRED, TS_OPTIONAL, TS_ABSENT = "required", "optional", "absent"
+
+
+def is_hidden(name: str) -> bool:
+    """True for a hidden file or folder name (see :data:`HIDDEN_PREFIXES`)."""
+    return name.startswith(HIDDEN_PREFIXES)
 
 
 class RatingsFormatError(ValueError):
@@ -132,7 +172,10 @@ class RatingsFormatError(ValueError):
 
 @dataclass(frozen=True)
 class Layout:
-    """How to read one file: ``fmt``; for text, separator and header; for Parquet, the source columns."""
+    """How to read one file: ``fmt``; for text, separator, header (its column names in the file's order, joined
+    by the separator, quotes removed), ``order`` (for user, item, rating[, timestamp]: the field index in a
+    line; empty = in that order) and ``compression`` (``gzip``/``bzip2``, decompressed first); for Parquet, the
+    source columns."""
 
     fmt: str
     sep: str = ","
@@ -142,74 +185,149 @@ class Layout:
     columns: tuple[str, ...] = ()  # parquet: user, item, rating[, timestamp] column names in the file
     schema_key: str = ""  # parquet: files are read together only when their schemas are identical
     ddl: str | None = None  # parquet: the Spark schema, when the types map simply (saves an inference job)
+    order: tuple[int, ...] = ()
+    compression: str | None = None
 
     @property
     def is_text(self) -> bool:
         return self.fmt != "parquet"
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The header's column names in the file's order (``()`` without a header)."""
+        return tuple(self.header.split(self.sep)) if self.header is not None else ()
+
+    @property
+    def positions(self) -> tuple[int, ...]:
+        """For user, item, rating[, timestamp], the index of its field in a line."""
+        return self.order or tuple(range(self.n_fields))
 
 
 MOVIELENS = Layout("movielens", ",", MOVIELENS_HEADER, 4, TS_REQUIRED)
 UDATA = Layout("udata", "\t", None, 4, TS_REQUIRED)
 CSV_TS = Layout("csv", ",", CSV_HEADER_TS, 4, TS_OPTIONAL)
 CSV = Layout("csv", ",", CSV_HEADER, 3, TS_ABSENT)
-HEADER_LAYOUTS = {MOVIELENS_HEADER: MOVIELENS, CSV_HEADER_TS: CSV_TS, CSV_HEADER: CSV}
+VOCABULARIES = ((MOVIELENS_NAMES, MOVIELENS), (CSV_NAMES_TS, CSV_TS), (CSV_NAMES, CSV))
 
 
-def first_line(head: bytes, complete: bool) -> str | None:
-    """The first line of ``head`` (BOM removed), ``None`` for an empty file; ``complete``: head is the file."""
-    m = re.search(rb"\r\n|\r|\n", head)
-    if m is None and not complete:
+def header_layout(fields: Sequence[str]) -> Layout | None:
+    """The layout a header names (its fields, quotes removed: one vocabulary, any order), or ``None``."""
+    for names, base in VOCABULARIES:
+        if len(fields) == len(names) and sorted(fields) == sorted(names):
+            order = tuple(list(fields).index(n) for n in names)
+            if order == tuple(range(len(names))):
+                return base
+            return dataclasses.replace(base, header=",".join(fields), order=order)
+    return None
+
+
+def first_line(head: bytes, complete: bool) -> tuple[int, str] | None:
+    """(number, text) of the first non-blank line of ``head`` (the header, or u.data's first row), BOM removed;
+    ``None`` when there is none (an empty or blank file). ``complete``: ``head`` is the whole file."""
+    text = head.decode("utf-8", "replace").removeprefix(BOM)
+    pos, n = 0, 1
+    for m in re.finditer(r"\r\n|\r|\n", text):
+        if not BLANK_RE.fullmatch(text[pos : m.start()]):
+            return n, text[pos : m.start()]
+        pos, n = m.end(), n + 1
+    if not complete:
         raise ValueError("first line too long")
-    raw = head[: m.start()] if m else head
-    if not raw and not m:
-        return None
-    return raw.decode("utf-8", "replace").removeprefix(BOM)
+    return (n, text[pos:]) if not BLANK_RE.fullmatch(text[pos:]) else None
+
+
+def header_hint(first: str) -> str:
+    """Why a first line is not a known header, when it can be told (quotes, delimiter, missing or unknown
+    columns); ``""`` otherwise."""
+    cols = split_fields(first, ",")
+    if cols is None:
+        return "; " + quoting_detail(first)
+    if "'" in first:
+        return "; single quotes are not CSV quoting: write the header without quotes or with double quotes"
+    for sep, label in ((";", "';'"), ("|", "'|'"), (" ", "spaces")):
+        if first.count(sep) >= 2 and "," not in first:
+            return f"; wrong delimiter? fields are separated by {label}, the format wants ',' (or tabs for u.data)"
+    for names, required in ((CSV_NAMES_TS, CSV_NAMES), (MOVIELENS_NAMES, MOVIELENS_NAMES)):
+        if set(cols) <= set(names):
+            missing = [c for c in required if c not in cols]
+            if missing:
+                return f"; missing column(s) {', '.join(missing)}"
+    extra = [c for c in cols if c not in {*CSV_NAMES_TS, *MOVIELENS_NAMES}]
+    if extra and len(cols) > 1:
+        return f"; unknown column(s) {', '.join(map(repr, extra[:4]))}"
+    return ""
 
 
 def layout_from_head(path: str, head: bytes, complete: bool, fmt: str) -> Layout:
-    """Decide the layout of one file from its first bytes, or raise ``known_header``."""
+    """Decide the layout of one file from its first bytes, or raise ``known_header`` / ``text_or_parquet``."""
     if fmt not in ("auto", *FORMATS):
         raise ValueError(f"unknown ratings format {fmt!r}; use auto or one of {', '.join(FORMATS)}")
     if head[:4] == b"PAR1" and fmt in ("auto", "parquet"):
         return Layout("parquet")
     if fmt == "parquet":
         raise RatingsFormatError(path, None, KNOWN_HEADER, "not a Parquet file (no PAR1 magic bytes)")
+    codec = codec_of(head)
+    if codec is None:
+        if unsupported := unsupported_compression(head):
+            raise RatingsFormatError(path, None, FILE_TYPE, unsupported)
+        return _text_layout(path, head, complete, fmt)
     try:
-        line = first_line(head, complete)
+        text, complete = decompress_head(head, codec, MAX_HEAD_BYTES, complete)
+    except Damaged as exc:
+        raise RatingsFormatError(path, None, FILE_TYPE, str(exc)) from None
+    if text[:4] == b"PAR1":
+        raise RatingsFormatError(path, None, FILE_TYPE, compressed_parquet(codec))
+    return dataclasses.replace(_text_layout(path, text, complete, fmt), compression=codec)
+
+
+def _text_layout(path: str, head: bytes, complete: bool, fmt: str) -> Layout:
+    try:
+        found = first_line(head, complete)
     except ValueError:
         raise RatingsFormatError(
-            path, 1, KNOWN_HEADER, f"line 1 is longer than {len(head)} bytes: not a ratings file"
+            path, 1, KNOWN_HEADER, f"no line end in the first {len(head)} bytes: not a ratings file"
         ) from None
-    if line is None:
+    if found is None:
         if fmt == "udata":
             return UDATA
-        raise RatingsFormatError(path, 1, KNOWN_HEADER, "the file is empty: no header")
-    known = HEADER_LAYOUTS.get(line)
+        what = "the file is empty" if not head else "the file has only blank lines"
+        raise RatingsFormatError(path, 1, KNOWN_HEADER, f"{what}: no header")
+    at, line = found
+    fields = split_fields(line, ",")
+    known = header_layout(fields) if fields is not None else None
     if fmt == "auto":
         if known is not None:
             return known
         if "\t" in line:
+            first = (split_fields(line, "\t") or [""])[0]
+            if not INT_RE.fullmatch(first):
+                raise RatingsFormatError(
+                    path,
+                    at,
+                    KNOWN_HEADER,
+                    f"{short(line)} is tab separated but not a u.data line (u.data has no header; a "
+                    f"tab-separated header is not supported: use {CSV_HEADER_TS!r})",
+                )
             return UDATA
         raise RatingsFormatError(
             path,
-            1,
+            at,
             KNOWN_HEADER,
-            f"{short(line)} is not a known header ({MOVIELENS_HEADER!r}, {CSV_HEADER_TS!r} or "
-            f"{CSV_HEADER!r}) nor a tab-separated u.data line",
+            f"{short(line)} is not a known header ({CSV_HEADER_TS!r}, {CSV_HEADER!r} or {MOVIELENS_HEADER!r}) "
+            f"nor a tab-separated u.data line{header_hint(line)}",
         )
     if fmt == "udata":
         return UDATA
     if fmt == "movielens":
-        if known is MOVIELENS:
+        if known is not None and known.fmt == "movielens":
             return known
         raise RatingsFormatError(
-            path, 1, KNOWN_HEADER, f"format movielens needs header {MOVIELENS_HEADER!r}, found {short(line)}"
+            path, at, KNOWN_HEADER, f"format movielens needs header {MOVIELENS_HEADER!r}, found {short(line)}"
         )
-    if known is CSV_TS or known is CSV:
+    if known is not None and known.fmt == "csv":
         return known
     raise RatingsFormatError(
         path,
-        1,
+        at,
         KNOWN_HEADER,
         f"format csv needs header {CSV_HEADER_TS!r} or {CSV_HEADER!r}, found {short(line)}",
     )
@@ -226,8 +344,13 @@ def parquet_layout(path: str, names: Sequence[str], schema_key: str = "", ddl: s
         and len(cols) == 3 + len(ts_cols)
     )
     if not ok:
+        missing = [c for c in (USER, ITEM, RATING) if c not in cols]
+        hint = f"; missing column(s) {', '.join(missing)}" if missing else ""
         raise RatingsFormatError(
-            path, None, KNOWN_HEADER, f"Parquet columns {cols} are not user, item, rating[, timestamp|ts]"
+            path,
+            None,
+            KNOWN_HEADER,
+            f"Parquet columns {one_line(repr(cols[:8]))} are not user, item, rating[, timestamp|ts]{hint}",
         )
     ts = tuple(ts_cols)
     return Layout(
@@ -240,37 +363,46 @@ def parquet_layout(path: str, names: Sequence[str], schema_key: str = "", ddl: s
     )
 
 
-SPARK_TYPES = {
-    pa.int8(): "TINYINT",
-    pa.int16(): "SMALLINT",
-    pa.int32(): "INT",
-    pa.int64(): "BIGINT",
-    pa.float32(): "FLOAT",
-    pa.float64(): "DOUBLE",
-    pa.string(): "STRING",
-    pa.large_string(): "STRING",
-    pa.bool_(): "BOOLEAN",
-}
-
-
-def spark_ddl(schema: pa.Schema) -> str | None:
-    """The Spark DDL for a Parquet file's Arrow schema when every type maps one to one, else ``None``."""
-    parts = []
-    for f in schema:
-        t = SPARK_TYPES.get(f.type)
-        if t is None or "`" in f.name:
-            return None
-        parts.append(f"`{f.name}` {t}")
-    return ", ".join(parts)
-
-
 def short(text: str, n: int = 60) -> str:
-    return repr(text if len(text) <= n else text[:n] + "...")
+    """``repr`` of ``text``, cut after ``n`` characters, on one line."""
+    return one_line(repr(text if len(text) <= n else text[:n] + "..."))
+
+
+def one_line(text: str) -> str:
+    """``text`` with every control or line-breaking character escaped (messages are one line)."""
+    return re.sub(
+        r"[\x00-\x1f\x7f-\x9f\u2028\u2029]", lambda m: m.group().encode("unicode_escape").decode(), text
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------
 # The rules, scalar (authoritative: produces the rule and the message)
 # ----------------------------------------------------------------------------------------------------------
+
+
+@cache
+def _quoting_res(sep: str) -> tuple[re.Pattern[str], re.Pattern[str]]:
+    return re.compile(quoting_pattern(sep)), re.compile(field_pattern(sep))
+
+
+def split_fields(line: str, sep: str) -> list[str] | None:
+    """The RFC 4180 fields of one line (quotes removed, ``""`` -> ``"``), or ``None`` when its quoting is
+    broken (rule ``csv_quoting``)."""
+    if '"' not in line:
+        return line.split(sep)
+    whole, one = _quoting_res(sep)
+    if not whole.fullmatch(line):
+        return None
+    out, pos = [], 0
+    while True:
+        m = one.match(line, pos)
+        assert m is not None
+        f = m.group()
+        out.append(f[1:-1].replace('""', '"') if f.startswith('"') else f)
+        pos = m.end()
+        if pos >= len(line):
+            return out
+        pos += len(sep)
 
 
 def check_id(name: str, s: str | None) -> tuple[str, str] | None:
@@ -316,7 +448,8 @@ def check_ts(s: str | None, ts_mode: str) -> tuple[str, str] | None:
 
 
 def check_fields(fields: Sequence[str | None], layout: Layout, scale: RatingScale) -> tuple[str, str] | None:
-    """The first rule broken by one row's fields (strings, ``None`` for null), or ``None`` when it is valid."""
+    """The first rule broken by one row's fields (user, item, rating[, timestamp]: strings, ``None`` for
+    null), or ``None`` when it is valid."""
     ts = fields[3] if len(fields) > 3 else None
     return (
         check_id("user", fields[0])
@@ -326,17 +459,35 @@ def check_fields(fields: Sequence[str | None], layout: Layout, scale: RatingScal
     )
 
 
+def field_count_detail(layout: Layout, found: int, line: str) -> str:
+    sep = "tab" if layout.sep == "\t" else repr(layout.sep)
+    return f"expected {layout.n_fields} fields separated by {sep}, found {found} in {short(line)}"
+
+
+def quoting_detail(line: str) -> str:
+    return (
+        f'misplaced double quote in {short(line)}: RFC 4180 quotes a whole field ("4.5"), doubles a quote '
+        "inside it and closes it on the same line"
+    )
+
+
+def is_repeated_header(line: str, layout: Layout) -> bool:
+    """``line`` is the header again (its fields, BOM and quotes removed, are the header's names)."""
+    return layout.header is not None and split_fields(line.removeprefix(BOM), layout.sep) == list(
+        layout.names
+    )
+
+
 def check_line(line: str, layout: Layout, scale: RatingScale) -> tuple[str, str] | None:
-    """The first rule broken by one data line of a text layout (not the header), or ``None``."""
+    """The first rule broken by one data line of a text layout (not the header), or ``None``. A blank line
+    breaks no rule: it is skipped."""
     if BLANK_RE.fullmatch(line):
-        return BLANK_LINE, "blank line followed by more lines (only trailing blank lines are allowed)"
-    if layout.header is not None and line.removeprefix(BOM) == layout.header:
+        return None
+    if is_repeated_header(line, layout):
         return REPEATED_HEADER, f"the header {layout.header!r} appears again after line 1"
-    fields = line.split(layout.sep)
+    fields = split_fields(line, layout.sep)
+    if fields is None:
+        return CSV_QUOTING, quoting_detail(line)
     if len(fields) != layout.n_fields:
-        sep = "tab" if layout.sep == "\t" else repr(layout.sep)
-        return (
-            FIELD_COUNT,
-            f"expected {layout.n_fields} fields separated by {sep}, found {len(fields)} in {short(line)}",
-        )
-    return check_fields(fields, layout, scale)
+        return FIELD_COUNT, field_count_detail(layout, len(fields), line)
+    return check_fields([fields[i] for i in layout.positions], layout, scale)

@@ -1,5 +1,5 @@
 """Column names and the rating scale: the data contract every part of streamrec shares (no Spark here;
-the Spark types of the same columns are :mod:`streamrec.spark.session.schema`).
+the Spark types of the same columns are :mod:`streamrec.spark.schema`).
 
 Ratings (every loader returns this, whatever the input format)::
 

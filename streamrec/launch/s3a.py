@@ -244,7 +244,7 @@ def _sha256(path: Path) -> str:
 # the conf
 # ----------------------------------------------------------------------------------------------------------------
 def endpoint(env: Mapping[str, str] | None = None) -> str | None:
-    """``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL`` (as ``streamrec.storage.bucket.s3_endpoint``), None for AWS."""
+    """``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL`` (as ``streamrec.storage.s3client.s3_endpoint``), None for AWS."""
     env = os.environ if env is None else env
     return env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None
 

@@ -5,9 +5,13 @@ Prediction rule (biased matrix factorisation)::
     r̂(u, i) = mu + b_u + b_i + p_u · q_i        clipped to the rating scale
 
 with fallbacks: an unknown user gives ``mu + b_i``, an unknown item ``mu + b_u``, both unknown ``mu``.
-``recommend`` ranks every item the user has not rated by its raw (unclipped) score, ties broken by item id; a
-cold (unknown) user gets the items with the best ``mu + b_i``, ties broken by item id. An item whose score is NaN
-(a broken model) is never recommended.
+``recommend`` ranks the items the user has not rated by the version's ranking rule (``streamrec.core.ranking``:
+the rule recorded in its manifest; a version without one ranks every unseen item by its raw, unclipped score),
+ties broken by item id; a cold (unknown) user gets the items with the best ``mu + b_i`` (plus the rule's
+popularity term), ties broken by item id. An item whose score is NaN (a broken model) is never recommended. The
+items "the user has rated" are the version's seen table (``ModelStore.load_seen``) when loaded from the store,
+so a lookup never recommends an item the user rated; the exported recommendations of a version
+(``streamrec.spark.recommend``) are the same items with the same scores.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from streamrec.core.arrays import ModelArrays
+from streamrec.core.arrays import ModelArrays, predict_rows
+from streamrec.core.ranking import Ranker, RankingRule
 from streamrec.storage.store import ModelStore
 
 if TYPE_CHECKING:
@@ -48,9 +53,10 @@ def seen_from_ratings(ratings: pd.DataFrame) -> dict[int, np.ndarray]:
 class Recommender:
     """Scores one model version held in memory.
 
-    ``seen`` maps a user id to the item ids it already rated (excluded from its recommendations); ``scale`` is
-    ``(low, high)`` (or any object with ``low`` / ``high``, e.g. ``schema.RatingScale``) to clip predictions to,
-    or None for no clipping.
+    ``seen`` maps a user id to the item ids it already rated (excluded from its recommendations; e.g. a
+    ``streamrec.core.seen.SeenItems``); ``scale`` is ``(low, high)`` (or any object with ``low`` / ``high``, e.g.
+    ``schema.RatingScale``) to clip predictions to, or None for no clipping. ``rule``: the ranking rule (default:
+    the one the version's manifest records, ``RankingRule.of_manifest``).
     """
 
     def __init__(
@@ -58,6 +64,7 @@ class Recommender:
         arrays: ModelArrays,
         seen: Mapping[int, np.ndarray] | None = None,
         scale: Any = (0.5, 5.0),
+        rule: RankingRule | None = None,
     ) -> None:
         self.arrays = arrays
         self.seen: Mapping[int, np.ndarray] = seen if seen is not None else {}
@@ -75,9 +82,8 @@ class Recommender:
         self._item_factors = np.ascontiguousarray(arrays.item_factors, dtype=np.float64)
         self._user_factors = arrays.user_factors
         self._user_bias = arrays.user_bias
-        # Cold-start order: best bias first, ties by item id (lexsort: last key is the primary one).
-        cold = np.lexsort((self._item_ids, -self._item_bias))
-        self._cold_order = cold[~np.isnan(self._item_bias[cold])]
+        self.rule = rule if rule is not None else RankingRule.of_manifest(arrays.manifest)
+        self.ranker = Ranker.of(arrays, self.rule, (self.low, self.high))
 
     @classmethod
     def from_store(
@@ -87,11 +93,15 @@ class Recommender:
         seen_ratings: pd.DataFrame | None = None,
         scale: Any = (0.5, 5.0),
     ) -> Recommender:
-        """Load a version (None = the current one) with ``ModelStore.load_arrays``; ``seen_ratings`` (columns
-        ``user``, ``item``) gives the items to exclude per user."""
+        """Load a version (None = the current one) with ``ModelStore.load_arrays``; the items to exclude per user
+        are ``seen_ratings`` (columns ``user``, ``item``) when given, else the version's seen table (none when it
+        has no such table)."""
         store = root_or_store if isinstance(root_or_store, ModelStore) else ModelStore(root_or_store)
         arrays = store.load_arrays(version)
-        seen = seen_from_ratings(seen_ratings) if seen_ratings is not None else None
+        if seen_ratings is not None:
+            seen: Mapping[int, np.ndarray] | None = seen_from_ratings(seen_ratings)
+        else:
+            seen = store.load_seen(arrays.version)
         return cls(arrays, seen=seen, scale=scale)
 
     @property
@@ -99,35 +109,19 @@ class Recommender:
         """The model version served (from its manifest)."""
         return self.arrays.version
 
-    def _clip(self, x: Any) -> Any:
-        return np.clip(x, self.low, self.high)
+    def _predict_rows(self, u: np.ndarray, i: np.ndarray) -> np.ndarray:
+        return predict_rows(self.arrays, u, i, clip=(self.low, self.high))
 
     def predict(self, user: int, item: int) -> float:
-        """``mu + b_u + b_i + p_u·q_i`` clipped to the scale, with the fallbacks of the module docstring."""
-        u = self.arrays.user_row(user)
-        i = self.arrays.item_row(item)
-        value = self.mu
-        if u >= 0:
-            value += float(self._user_bias[u])
-        if i >= 0:
-            value += float(self._item_bias[i])
-        if u >= 0 and i >= 0:
-            value += float(self._user_factors[u] @ self._item_factors[i])
-        return float(self._clip(value))
+        """``mu + b_u + b_i + p_u·q_i`` clipped to the scale, with the fallbacks of the module docstring
+        (:func:`streamrec.core.arrays.predict`)."""
+        u = np.array([self.arrays.user_row(user)], dtype=np.int64)
+        i = np.array([self.arrays.item_row(item)], dtype=np.int64)
+        return float(self._predict_rows(u, i)[0])
 
     def predict_many(self, users: Any, items: Any) -> np.ndarray:
         """Vectorised :meth:`predict` over aligned arrays of user and item ids."""
-        u = self.arrays.user_rows(users)
-        i = self.arrays.item_rows(items)
-        if len(u) != len(i):
-            raise ValueError(f"{len(u)} users but {len(i)} items")
-        ku, ki = u >= 0, i >= 0
-        out = np.full(len(u), self.mu)
-        out[ku] += self._user_bias[u[ku]]
-        out[ki] += self._item_bias[i[ki]]
-        both = ku & ki
-        out[both] += np.einsum("ij,ij->i", self._user_factors[u[both]], self._item_factors[i[both]])
-        return self._clip(out)
+        return self._predict_rows(self.arrays.user_rows(users), self.arrays.item_rows(items))
 
     def _seen_rows(self, user: int) -> np.ndarray:
         items = self.seen.get(user)
@@ -139,53 +133,17 @@ class Recommender:
     def recommend(self, user: int, k: int = 10) -> list[tuple[int, float]]:
         """Top-``k`` ``(item, predicted score)`` among the items ``user`` has not rated, best first.
 
-        Fewer than ``k`` when fewer candidates exist. Ranked by the unclipped score (the returned score is
-        clipped, as ``predict``), ties broken by item id; a cold user is ranked by ``mu + b_i``.
+        Fewer than ``k`` when fewer candidates exist. Ordered by the ranking rule (``streamrec.core.ranking``;
+        without one, the unclipped score), ties broken by item id; the returned score is the prediction, clipped
+        as ``predict``; a cold user is ranked by ``mu + b_i`` (plus the rule's popularity term).
         """
         if k < 0:
             raise ValueError(f"k must be >= 0, got {k}")
-        n_items = len(self._item_ids)
-        seen_rows = self._seen_rows(user)
-        k = min(k, n_items - len(seen_rows))
-        if k <= 0:
-            return []
         u = self.arrays.user_row(user)
         if u < 0:
-            return self._recommend_cold(seen_rows, k)
-        # einsum, not ``@``: a 60k×20 gemv is too small for a BLAS thread pool, whose threads stall for
-        # milliseconds when the cores are busy (measured: p50 8 ms under load vs 0.8 ms for this loop).
-        raw = np.einsum("ij,j->i", self._item_factors, self._user_factors[u])
-        raw += self._item_bias
-        raw[seen_rows] = -np.inf
-        top = _top_candidates(raw, k)
-        order = np.lexsort((self._item_ids[top], -raw[top]))[:k]
-        rows = top[order]
-        scores = self._clip(raw[rows] + (self.mu + float(self._user_bias[u])))
+            rows, scores = self.ranker.top(None, None, self._seen_rows(user), k)
+        else:
+            rows, scores = self.ranker.top(
+                float(self.arrays.user_bias[u]), self.arrays.user_factors[u], self._seen_rows(user), k
+            )
         return [(int(i), float(s)) for i, s in zip(self._item_ids[rows], scores, strict=True)]
-
-    def _recommend_cold(self, seen_rows: np.ndarray, k: int) -> list[tuple[int, float]]:
-        head = self._cold_order[: k + len(seen_rows)]
-        if len(seen_rows):
-            head = head[~np.isin(head, seen_rows)]
-        rows = head[:k]
-        scores = self._clip(self.mu + self._item_bias[rows])
-        return [(int(i), float(s)) for i, s in zip(self._item_ids[rows], scores, strict=True)]
-
-
-def _top_candidates(raw: np.ndarray, k: int) -> np.ndarray:
-    """Rows of the ``k`` best scores plus every row tied with the k-th (so the caller's id tie-break is exact).
-
-    ``-inf`` marks excluded rows and is never returned; NaN scores are demoted to ``-inf`` (never recommended).
-    """
-    n = len(raw)
-    if k >= n:
-        return np.flatnonzero(raw > -np.inf)  # NaN > -inf is False
-    top = np.argpartition(raw, n - k)[n - k :]
-    threshold = raw[top].min()
-    if np.isnan(threshold):  # argpartition sorts NaN as the largest value: demote NaN scores and redo
-        raw[np.isnan(raw)] = -np.inf
-        return _top_candidates(raw, k)
-    mask = raw >= threshold
-    if threshold == -np.inf:  # fewer finite candidates than k
-        mask &= raw > -np.inf
-    return np.flatnonzero(mask)

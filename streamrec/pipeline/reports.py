@@ -7,9 +7,12 @@ Written through a :class:`~streamrec.storage.bucket.Bucket` (local folder or ``s
     reports/gates/<version>.json       the same facts as data
     reports/partitions/<id>/report.json, reports/datadocs/<id>/...   written by streamrec.pipeline.contract (linked here)
 
-Every page is self-contained (inline CSS and SVG; no script, no CDN) and links only relatively inside
-``reports/``, so the folder can be served, copied or opened from S3 as it is. Every value put into HTML is
-escaped (partition names and manifest fields come from users), and every link is URL-quoted.
+The pages are rendered from the Jinja2 templates in ``streamrec/pipeline/templates/`` (``index.html``,
+``gate.html``, the chart in ``charts.svg``; see :mod:`streamrec.pipeline.templates` for the escaping and the
+number filters); this module gathers what they show. Every page is self-contained (inline CSS and SVG; no
+script, no CDN) and links only relatively inside ``reports/``, so the folder can be served, copied or opened
+from S3 as it is. Every value put into HTML is escaped (partition names and manifest fields come from users),
+and every link is URL-quoted.
 
 The RMSE chart plots the validation RMSE (``manifest["metrics"]["validation"]["rmse"]``) of each version in
 creation order; the marker shape tells the kind (square bootstrap, diamond retrain, circle update) and the fill
@@ -20,16 +23,23 @@ compares candidate and published model on the same rows.
 
 from __future__ import annotations
 
-import html
 import math
 import posixpath
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
-from urllib.parse import quote
 
 from streamrec.core import layout
-from streamrec.pipeline.contract import DATADOCS, PARTITION_REPORTS, QUARANTINE, REFUSED_WHY, refused_incoming
+from streamrec.pipeline.contract import (
+    DATADOCS,
+    INCOMING,
+    PARTITION_REPORTS,
+    QUARANTINE,
+    REFUSED_WHY,
+    WAITING_WHY,
+    list_incoming,
+)
+from streamrec.pipeline.templates import chart_frame, macro, render
 from streamrec.storage.bucket import Bucket
 from streamrec.storage.store import PUBLISHED, REJECTED, ModelStore
 
@@ -39,6 +49,8 @@ __all__ = [
     "REPORTS",
     "gate_report",
     "history_points",
+    "quarantined",
+    "rmse_chart",
     "rmse_svg",
     "version_history",
     "write_index",
@@ -49,39 +61,6 @@ GATES = f"{REPORTS}/gates"
 INDEX = f"{REPORTS}/index.html"
 
 _MARKERS = {"bootstrap": "square", "retrain": "diamond", "update": "circle"}
-
-_CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;max-width:72rem;
-padding:0 1rem;color:#1d2433;line-height:1.45}
-h1{font-size:1.6rem;margin-bottom:.2rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #d8dee9}
-table{border-collapse:collapse;width:100%;font-size:.9rem;margin:.5rem 0}
-th,td{border:1px solid #d8dee9;padding:.3rem .5rem;text-align:left;vertical-align:top}
-th{background:#f3f5f9}td.num{text-align:right;font-variant-numeric:tabular-nums}
-.ok{color:#17683a;font-weight:600}.bad{color:#b42318;font-weight:600}.muted{color:#6b7280}
-.banner{padding:.6rem 1rem;border-radius:.4rem;margin:1rem 0;font-size:1.1rem}
-.banner.ok{background:#e7f6ec;border:1px solid #17683a}.banner.bad{background:#fdecea;border:1px solid #b42318}
-code{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.85rem;word-break:break-all}
-ul{margin:.2rem 0;padding-left:1.2rem}svg{max-width:100%;height:auto}
-""".strip()
-
-
-# ------------------------------------------------------------------------------------------------------------
-# helpers
-# ------------------------------------------------------------------------------------------------------------
-def _e(value: Any) -> str:
-    """``value`` as escaped HTML text (``None`` as an em dash)."""
-    return "\u2014" if value is None else html.escape(str(value), quote=True)
-
-
-def _href(path: str) -> str:
-    """A relative link, URL-quoted then attribute-escaped."""
-    return html.escape(quote(path, safe="/._-~#"), quote=True)
-
-
-def _num(value: Any, digits: int = 4) -> str:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return _e(value)
-    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
 def _rmse(manifest: dict) -> float | None:
@@ -96,16 +75,9 @@ def _rmse(manifest: dict) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _page(title: str, body: str) -> str:
-    return (
-        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{_e(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n"
-    )
-
-
 def _gate_of(manifest: dict) -> tuple[bool | None, list[str]]:
-    """(accepted?, reasons) from a manifest's ``gate`` dict or its rejection ``reason``."""
+    """(accepted?, reasons) from a manifest's ``gate`` dict or its rejection ``reason``; ``(None, [])``: no
+    gate yet."""
     gate = manifest.get("gate")
     if isinstance(gate, dict) and "accepted" in gate:
         reasons = gate.get("reasons") or []
@@ -115,12 +87,9 @@ def _gate_of(manifest: dict) -> tuple[bool | None, list[str]]:
     return None, []
 
 
-def _decision_html(accepted: bool | None, reasons: Sequence[str]) -> str:
-    if accepted is None:
-        return '<span class="muted">no gate</span>'
-    label = '<span class="ok">accepted</span>' if accepted else '<span class="bad">rejected</span>'
-    items = "".join(f"<li>{_e(r)}</li>" for r in reasons)
-    return f"{label}<ul>{items}</ul>" if items else label
+def _link(key: str, existing: set[str], start: str) -> str | None:
+    """``key`` relative to the folder ``start`` when it exists, else ``None`` (the page says "none")."""
+    return posixpath.relpath(key, start) if key in existing else None
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -144,23 +113,6 @@ def history_points(history: Iterable[dict]) -> list[dict]:
     return points
 
 
-def _marker(kind: str, x: float, y: float, r: float, fill: str, stroke: str) -> str:
-    shape = _MARKERS.get(kind, "triangle")
-    style = f'fill="{fill}" stroke="{stroke}" stroke-width="1.8"'
-    if shape == "circle":
-        return f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{r:.1f}" {style}/>'
-    if shape == "square":
-        s = r * 1.7
-        return f'<rect x="{x - s / 2:.1f}" y="{y - s / 2:.1f}" width="{s:.1f}" height="{s:.1f}" {style}/>'
-    if shape == "diamond":
-        d = r * 1.4
-        pts = f"{x:.1f},{y - d:.1f} {x + d:.1f},{y:.1f} {x:.1f},{y + d:.1f} {x - d:.1f},{y:.1f}"
-        return f'<polygon points="{pts}" {style}/>'
-    d = r * 1.3
-    pts = f"{x:.1f},{y - d:.1f} {x + d:.1f},{y + d * 0.8:.1f} {x - d:.1f},{y + d * 0.8:.1f}"
-    return f'<polygon points="{pts}" {style}/>'
-
-
 def _colours(status: str) -> tuple[str, str]:
     if status == PUBLISHED:
         return "#2563eb", "#1e40af"
@@ -169,47 +121,21 @@ def _colours(status: str) -> tuple[str, str]:
     return "#d1d5db", "#4b5563"
 
 
-def svg_frame(
-    width: int, height: int, box: tuple, span: tuple[float, float], sy, label: str, aria: str
-) -> list[str]:
-    """The opening of an inline SVG chart: the plot box ``(left, top, pw, ph)``, five horizontal grid lines
-    with their values over ``span = (lo, hi)`` (``sy`` maps a value to y), and the rotated y-axis ``label``.
-    Returns the list of SVG fragments to append the series to (and ``</svg>``)."""
-    left, top, pw, ph = box
-    lo, hi = span
-    out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" '
-        f'height="{height}" role="img" aria-label="{_e(label)} {_e(aria)}" font-family="sans-serif">',
-        f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="#fbfcfe" stroke="#d8dee9"/>',
-    ]
-    for k in range(5):
-        v = lo + (hi - lo) * k / 4
-        y = sy(v)
-        out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + pw}" y2="{y:.1f}" stroke="#e5e7eb"/>')
-        out.append(
-            f'<text x="{left - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end" fill="#4b5563">{v:.4f}</text>'
-        )
-    out.append(
-        f'<text x="14" y="{top + ph / 2:.1f}" font-size="11" fill="#4b5563" text-anchor="middle" '
-        f'transform="rotate(-90 14 {top + ph / 2:.1f})">{_e(label)}</text>'
-    )
-    return out
-
-
-def rmse_svg(
+def rmse_chart(
     history: Iterable[dict],
     highlight: str | None = None,
     width: int = 760,
     height: int = 340,
     highlight_label: str = "this candidate",
-) -> str:
-    """An inline SVG line chart of validation RMSE per version (see the module docstring for the markers).
+) -> dict | None:
+    """The coordinates of the RMSE chart (``charts.svg``'s ``rmse``): versions in creation order on x, the
+    validation RMSE on y (padded 10 % above and below); ``None`` when no version has an RMSE.
 
-    ``highlight`` rings one version (the candidate of a gate report; ``highlight_label`` names it in the
-    legend). Versions without an RMSE are left out."""
+    ``highlight`` rings one version (``highlight_label`` names the ring in the legend). At most ~14 version
+    ids are written under the axis (every ``step``-th and the last)."""
     points = [p for p in history_points(history) if p["rmse"] is not None]
     if not points:
-        return '<p class="muted">No version has a validation RMSE yet.</p>'
+        return None
     left, right, top, bottom = 72, 24, 16, 150
     pw, ph = width - left - right, height - top - bottom
     lo, hi = min(p["rmse"] for p in points), max(p["rmse"] for p in points)
@@ -222,45 +148,56 @@ def rmse_svg(
     def sy(v: float) -> float:
         return top + ph * (hi - v) / (hi - lo)
 
-    out = svg_frame(width, height, (left, top, pw, ph), (lo, hi), sy, "validation RMSE", "per version")
-    line = " ".join(f"{sx(i):.1f},{sy(p['rmse']):.1f}" for i, p in enumerate(points))
-    out.append(f'<polyline points="{line}" fill="none" stroke="#93a3b8" stroke-width="1.5"/>')
     step = max(1, math.ceil(len(points) / 14))
+    plotted = []
     for i, p in enumerate(points):
-        x, y = sx(i), sy(p["rmse"])
         fill, stroke = _colours(p["status"])
-        if highlight is not None and p["version"] == highlight:
-            out.append(
-                f'<circle cx="{x:.1f}" cy="{y:.1f}" r="11" fill="none" stroke="#f59e0b" stroke-width="2.5"/>'
-            )
-        tip = f"{p['version']} ({p['kind']}, {p['status']}): RMSE {p['rmse']:.4f}"
-        out.append(f"<g><title>{_e(tip)}</title>{_marker(p['kind'], x, y, 5.0, fill, stroke)}</g>")
-        if i % step == 0 or i == len(points) - 1:
-            ly = top + ph + 14
-            out.append(
-                f'<text x="{x:.1f}" y="{ly}" font-size="10" fill="#374151" text-anchor="end" '
-                f'transform="rotate(-60 {x:.1f} {ly})">{_e(p["version"])}</text>'
-            )
-    # legend
-    lx, ly = left, height - 10
-    items = [
+        plotted.append(
+            {
+                **p,
+                "x": sx(i),
+                "y": sy(p["rmse"]),
+                "shape": _MARKERS.get(p["kind"], "triangle"),
+                "fill": fill,
+                "stroke": stroke,
+                "ringed": highlight is not None and p["version"] == highlight,
+                "labelled": i % step == 0 or i == len(points) - 1,
+            }
+        )
+    legend, lx = [], left
+    for kind, status, label in [
         ("bootstrap", PUBLISHED, "bootstrap"),
         ("retrain", PUBLISHED, "retrain"),
         ("update", PUBLISHED, "update"),
-    ]
-    items += [("update", REJECTED, "rejected"), ("update", "candidate", "candidate")]
-    for kind, status, label in items:
+        ("update", REJECTED, "rejected"),
+        ("update", "candidate", "candidate"),
+    ]:
         fill, stroke = _colours(status)
-        out.append(_marker(kind, lx + 6, ly - 4, 5.0, fill, stroke))
-        out.append(f'<text x="{lx + 16}" y="{ly}" font-size="11" fill="#374151">{_e(label)}</text>')
+        legend.append({"x": lx, "shape": _MARKERS[kind], "fill": fill, "stroke": stroke, "label": label})
         lx += 24 + 7 * len(label)
-    if highlight is not None:
-        out.append(
-            f'<circle cx="{lx + 6}" cy="{ly - 4}" r="7" fill="none" stroke="#f59e0b" stroke-width="2.5"/>'
-        )
-        out.append(f'<text x="{lx + 18}" y="{ly}" font-size="11" fill="#374151">{_e(highlight_label)}</text>')
-    out.append("</svg>")
-    return "\n".join(out)
+    return {
+        "frame": chart_frame(
+            width, height, (left, top, pw, ph), (lo, hi), sy, "validation RMSE", "per version"
+        ),
+        "line": [(p["x"], p["y"]) for p in plotted],
+        "points": plotted,
+        "label_y": top + ph + 14,
+        "legend": legend,
+        "legend_y": height - 10,
+        "highlight": None if highlight is None else {"x": lx, "label": highlight_label},
+    }
+
+
+def rmse_svg(
+    history: Iterable[dict],
+    highlight: str | None = None,
+    width: int = 760,
+    height: int = 340,
+    highlight_label: str = "this candidate",
+) -> str:
+    """An inline SVG line chart of validation RMSE per version (see the module docstring for the markers;
+    :func:`rmse_chart` for the arguments). Versions without an RMSE are left out."""
+    return str(macro("charts.svg", "rmse")(rmse_chart(history, highlight, width, height, highlight_label)))
 
 
 def version_history(store: ModelStore) -> list[dict]:
@@ -298,30 +235,7 @@ def _summary(manifest: dict | None) -> dict | None:
     }
 
 
-_ROWS = [
-    ("version", "version"),
-    ("kind", "kind"),
-    ("parent", "parent"),
-    ("status", "status"),
-    ("created_at", "created"),
-    ("published_at", "published"),
-    ("rank", "rank"),
-    ("mu", "global mean \u03bc"),
-    ("n_ratings", "ratings absorbed"),
-    ("n_users", "users"),
-    ("n_items", "items"),
-    ("validation_n", "validation rows"),
-    ("validation_rmse", "validation RMSE"),
-    ("validation_mae", "validation MAE"),
-]
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return f'<td class="num">{_num(value)}</td>'
-    if isinstance(value, int) and not isinstance(value, bool):
-        return f'<td class="num">{value:,}</td>'
-    return f"<td>{_e(value)}</td>"
+_DECISION_NUMBERS = ("candidate_rmse", "published_rmse", "baseline_rmse", "ceiling", "tolerance")
 
 
 def gate_report(
@@ -355,64 +269,38 @@ def gate_report(
     json_key, html_key = f"{GATES}/{version}.json", f"{GATES}/{version}.html"
     bucket.write_json(json_key, doc)
 
-    accepted = bool(decision.get("accepted"))
-    reasons = decision.get("reasons") or []
-    banner = "ok" if accepted else "bad"
-    verdict = "ACCEPTED: may be published" if accepted else "REJECTED: will not be published"
-    body = [
-        '<p><a href="../index.html">\u2190 all versions</a></p>',
-        f"<h1>Gate report: <code>{_e(version)}</code></h1>",
-        f'<div class="banner {banner}">{_e(verdict)}</div>',
-        "<h2>Reasons</h2><ul>" + "".join(f"<li>{_e(r)}</li>" for r in reasons) + "</ul>",
-        "<h2>The numbers that decided</h2><table><tr><th>candidate RMSE</th><th>published RMSE (same rows)</th>"
-        "<th>biases-only baseline</th><th>ceiling</th><th>tolerance</th></tr><tr>"
-        + "".join(
-            _cell(decision.get(k)) for k in ("candidate_rmse", "published_rmse", "baseline_rmse", "ceiling")
+    new_rows = []
+    for pid in new_parts:
+        preq = cand["prequential"].get(pid)
+        new_rows.append(
+            {
+                "id": pid,
+                "prequential_rmse": preq.get("rmse") if isinstance(preq, dict) else preq,
+                "report": _link(f"{PARTITION_REPORTS}/{pid}/report.json", known_reports, GATES),
+            }
         )
-        + f'<td class="num">{_e(_pct(decision.get("tolerance")))}</td></tr></table>',
-        "<h2>Candidate vs published</h2><table><tr><th></th><th>candidate</th><th>published</th></tr>",
-    ]
-    for field, label in _ROWS:
-        body.append(f"<tr><th>{_e(label)}</th>{_cell(cand.get(field))}{_cell((pub or {}).get(field))}</tr>")
-    body.append(
-        f"<tr><th>partitions absorbed</th>{_cell(len(cand['partitions']))}"
-        f"{_cell(len(pub['partitions']) if pub else None)}</tr></table>"
+    page = render(
+        "gate.html",
+        version=version,
+        decision={
+            "accepted": bool(decision.get("accepted")),
+            "reasons": decision.get("reasons") or [],
+            **{k: decision.get(k) for k in _DECISION_NUMBERS},
+        },
+        candidate=cand,
+        published=pub,
+        new_partitions=new_rows,
+        chart=rmse_chart(points, highlight=version),
     )
-    if new_parts:
-        body.append(
-            "<h2>Partitions new in this candidate</h2><table><tr><th>partition</th>"
-            "<th>prequential RMSE (model before absorbing it)</th><th>contract report</th></tr>"
-        )
-        for pid in new_parts:
-            preq = (cand["prequential"] or {}).get(pid)
-            preq_rmse = preq.get("rmse") if isinstance(preq, dict) else preq
-            rkey = f"{PARTITION_REPORTS}/{pid}/report.json"
-            link = (
-                f'<a href="{_href(posixpath.relpath(rkey, GATES))}">report.json</a>'
-                if rkey in known_reports
-                else '<span class="muted">none</span>'
-            )
-            body.append(f"<tr><td><code>{_e(pid)}</code></td>{_cell(preq_rmse)}<td>{link}</td></tr>")
-        body.append("</table>")
-    if pub is None:
-        body.append('<p class="muted">No published version to compare with (a first bootstrap).</p>')
-    body.append("<h2>Validation RMSE per version</h2>")
-    body.append(rmse_svg(points, highlight=version))
-    bucket.write_text(html_key, _page(f"Gate report {version}", "\n".join(body)))
+    bucket.write_text(html_key, page)
     return html_key
-
-
-def _pct(value: Any) -> Any:
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return f"{value:.1%}"
-    return value
 
 
 # ------------------------------------------------------------------------------------------------------------
 # index
 # ------------------------------------------------------------------------------------------------------------
-def _quarantined(bucket: Bucket) -> list[dict]:
-    """``quarantine/<id>/reason.txt`` entries, newest first."""
+def quarantined(bucket: Bucket) -> list[dict]:
+    """``quarantine/<id>/reason.txt`` entries (``id``, ``reason``, ``mtime``), newest first."""
     rows = []
     for obj in bucket.list(QUARANTINE):
         parts = obj.key.split("/")
@@ -426,6 +314,23 @@ def _quarantined(bucket: Bucket) -> list[dict]:
     return rows
 
 
+def _version_row(m: dict, current: str | None, report_keys: set[str]) -> dict[str, Any]:
+    v = str(m.get("version"))
+    status = str(m.get("status") or "?")
+    accepted, reasons = _gate_of(m)
+    return {
+        "version": v,
+        "kind": m.get("kind"),
+        "parent": m.get("parent"),
+        "status": f"{status} (current)" if v == current else status,
+        "n_partitions": len(m.get("partitions") or []),
+        "rmse": _rmse(m),
+        "accepted": accepted,
+        "reasons": reasons,
+        "gate_report": _link(f"{GATES}/{v}.html", report_keys, REPORTS),
+    }
+
+
 def write_index(bucket: Bucket, store: ModelStore) -> str:
     """Write ``reports/index.html`` (versions, quarantined partitions, the RMSE chart) and return its key.
 
@@ -434,77 +339,31 @@ def write_index(bucket: Bucket, store: ModelStore) -> str:
     versions = store.list_versions()
     current = store.current()
     report_keys = {o.key for o in bucket.list(REPORTS)}
-    body = [
-        "<h1>streamrec</h1>",
-        f'<p class="muted">Generated {_e(_stamp(store.clock()))} from <code>{_e(bucket.uri())}</code>. '
-        f"Current version: <code>{_e(current)}</code>.</p>",
-        "<h2>Validation RMSE per version</h2>",
-        rmse_svg(versions),
-        f"<h2>Versions ({len(versions)})</h2>",
-    ]
-    if versions:
-        body.append(
-            "<table><tr><th>version</th><th>kind</th><th>parent</th><th>status</th><th>partitions absorbed</th>"
-            "<th>validation RMSE</th><th>gate decision</th><th>gate report</th></tr>"
-        )
-        for m in reversed(versions):
-            v = str(m.get("version"))
-            status = str(m.get("status") or "?")
-            if v == current:
-                status += " (current)"
-            gate_key = f"{GATES}/{v}.html"
-            link = (
-                f'<a href="{_href(posixpath.relpath(gate_key, REPORTS))}">gate report</a>'
-                if gate_key in report_keys
-                else '<span class="muted">none</span>'
-            )
-            accepted, reasons = _gate_of(m)
-            body.append(
-                f"<tr><td><code>{_e(v)}</code></td><td>{_e(m.get('kind'))}</td>"
-                f"<td><code>{_e(m.get('parent'))}</code></td><td>{_e(status)}</td>"
-                f"{_cell(len(m.get('partitions') or []))}{_cell(_rmse(m))}"
-                f"<td>{_decision_html(accepted, reasons)}</td><td>{link}</td></tr>"
-            )
-        body.append("</table>")
-    else:
-        body.append('<p class="muted">No model version yet.</p>')
-    refused = refused_incoming(bucket)
-    if refused:
-        body.append(f"<h2>Refused object keys ({len(refused)})</h2>")
-        body.append(f'<p class="muted">{_e(REFUSED_WHY)}.</p>')
-        body.append("<table><tr><th>object key</th></tr>")
-        body += [f"<tr><td><code>{_e(k)}</code></td></tr>" for k in refused]
-        body.append("</table>")
-    quarantined = _quarantined(bucket)
-    body.append(f"<h2>Quarantined partitions ({len(quarantined)})</h2>")
-    if quarantined:
-        body.append("<table><tr><th>partition</th><th>reason</th><th>Data Docs</th><th>report</th></tr>")
-        for q in quarantined:
-            pid = q["id"]
-            docs = f"{DATADOCS}/{pid}/index.html"
-            rep = f"{PARTITION_REPORTS}/{pid}/report.json"
-            docs_link = (
-                f'<a href="{_href(posixpath.relpath(docs, REPORTS))}">Data Docs</a>'
-                if docs in report_keys
-                else '<span class="muted">none</span>'
-            )
-            rep_link = (
-                f'<a href="{_href(posixpath.relpath(rep, REPORTS))}">report.json</a>'
-                if rep in report_keys
-                else '<span class="muted">none</span>'
-            )
-            body.append(
-                f"<tr><td><code>{_e(pid)}</code></td><td>{_e(q['reason'])}</td><td>{docs_link}</td>"
-                f"<td>{rep_link}</td></tr>"
-            )
-        body.append("</table>")
-        body.append(
-            '<p class="muted">The raw files are kept under <code>quarantine/&lt;partition&gt;/files/</code>; '
-            "fix them and drop them into <code>ratings/incoming/</code> again.</p>"
-        )
-    else:
-        body.append('<p class="muted">No partition has failed the data contract.</p>')
-    bucket.write_text(INDEX, _page("streamrec: versions and data quality", "\n".join(body)))
+    refused: list[str] = []
+    waiting: list[str] = []
+    list_incoming(bucket, INCOMING, refused, waiting=waiting)
+    page = render(
+        "index.html",
+        generated=_stamp(store.clock()),
+        bucket=bucket.uri(),
+        current=current,
+        chart=rmse_chart(versions),
+        versions=[_version_row(m, current, report_keys) for m in reversed(versions)],
+        refused=refused,
+        refused_why=REFUSED_WHY,
+        waiting=waiting,
+        waiting_why=WAITING_WHY,
+        quarantined=[
+            {
+                "id": q["id"],
+                "reason": q["reason"],
+                "datadocs": _link(f"{DATADOCS}/{q['id']}/index.html", report_keys, REPORTS),
+                "report": _link(f"{PARTITION_REPORTS}/{q['id']}/report.json", report_keys, REPORTS),
+            }
+            for q in quarantined(bucket)
+        ],
+    )
+    bucket.write_text(INDEX, page)
     return INDEX
 
 

@@ -56,25 +56,24 @@ Lookup
 :class:`LookupCache` keeps the loaded :class:`~streamrec.pipeline.lookup.Recommender` of the last few versions in
 memory (a published version never changes; an unpublished one is keyed by its ``created_at`` too, so a
 rewritten candidate is reloaded), and the current-version pointer for ``pointer_ttl`` seconds (one GET per
-lookup on S3 would cost more than the scoring). The lookup ranks every item by the model's score: the serving
-store keeps no per-user history, so items a user already rated are not excluded. Item titles come from
+lookup on S3 would cost more than the scoring). The lookup ranks the items by the version's ranking rule
+(``streamrec.core.ranking``) and leaves out every item the user rated: the version's seen table
+(``ModelStore.load_seen``, kept beside its factors), loaded with the model. Beside the recommendations it shows the
+user's own top-rated items (from the same table: highest rating first, then the more widely rated item), so a
+reviewer can judge the recommendations against the user's taste. A version written before the seen table
+existed has none: its lookup says so (``rated.known`` false) and cannot exclude anything. Item titles come from
 ``ratings/movies.csv`` (:data:`MOVIES`) when the bucket has one, in MovieLens format
 (``movieId,title,genres``, with a header); cached by the object's size and time.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
-import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 
 from streamrec.core import layout
+from streamrec.pipeline.review_lookup import LookupCache, lookup, read_movies
 from streamrec.pipeline.reviewlog import (
     events,
     held_by_rollback,
@@ -82,9 +81,8 @@ from streamrec.pipeline.reviewlog import (
     record_event,
     released_quarantine,
 )
-from streamrec.pipeline.tasks import scale_bounds
 from streamrec.storage.bucket import Bucket, check_key
-from streamrec.storage.store import PUBLISHED, REJECTED, ModelStore, StoreError, VersionNotFoundError
+from streamrec.storage.store import PUBLISHED, REJECTED, ModelStore, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +103,7 @@ __all__ = [
     "hold_state",
     "lookup",
     "overview",
+    "read_movies",
     "read_report",
     "record_event",
     "requeue",
@@ -202,7 +201,7 @@ def overview(bucket: Bucket, store: ModelStore) -> dict:
     state = {"held": held_by_rollback(log_events), "released": released_quarantine(bucket)}
     incoming = {p.id for p in _incoming(bucket)}
     quarantined = []
-    for q in reports._quarantined(bucket):  # newest first, with the one-line reason
+    for q in reports.quarantined(bucket):  # newest first, with the one-line reason
         pid = q["id"]
         docs = f"{reports.DATADOCS}/{pid}/index.html"
         rep = f"{reports.PARTITION_REPORTS}/{pid}/report.json"
@@ -384,135 +383,3 @@ def _incoming(bucket: Bucket) -> list:
     from streamrec.pipeline.contract import list_incoming
 
     return list_incoming(bucket, INCOMING)
-
-
-# ------------------------------------------------------------------------------------------------------------
-# lookup
-# ------------------------------------------------------------------------------------------------------------
-class LookupCache:
-    """Loaded recommenders of the last ``max_versions`` versions, item titles, and the current pointer.
-
-    Thread-safe (the API server may call it from a thread pool); a model is loaded at most once at a time per
-    version."""
-
-    def __init__(
-        self, max_versions: int = 2, pointer_ttl: float = 2.0, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.max_versions = max_versions
-        self.pointer_ttl = pointer_ttl
-        self.clock = clock
-        self._models: OrderedDict[tuple, Any] = OrderedDict()
-        self._titles: dict[str, tuple[float, tuple | None, dict[int, str]]] = {}
-        self._pointer: dict[str, tuple[float, str | None]] = {}
-        self._lock = threading.Lock()
-        self._load_lock = threading.Lock()
-
-    def current(self, store: ModelStore) -> str | None:
-        """``store.current()``, re-read at most every ``pointer_ttl`` seconds."""
-        key = store.bucket.uri()
-        now = self.clock()
-        with self._lock:
-            hit = self._pointer.get(key)
-        if hit is not None and now - hit[0] < self.pointer_ttl:
-            return hit[1]
-        value = store.current()
-        with self._lock:
-            self._pointer[key] = (now, value)
-        return value
-
-    def forget_pointer(self) -> None:
-        """Drop the cached pointer (after a rollback from this process)."""
-        with self._lock:
-            self._pointer.clear()
-
-    def recommender(self, store: ModelStore, version: str) -> Any:
-        """The :class:`~streamrec.pipeline.lookup.Recommender` of ``version`` (loaded once, then from memory)."""
-        from streamrec.pipeline.lookup import Recommender
-
-        key = (store.bucket.uri(), version)
-        with self._lock:
-            hit = self._models.get(key)
-            if hit is not None and hit[0] == PUBLISHED:
-                self._models.move_to_end(key)
-                return hit[2]
-        manifest = store.read_manifest(version)
-        stamp = (manifest.get("status"), manifest.get("created_at"))
-        if hit is not None and hit[:2] == stamp and stamp[0] != PUBLISHED:
-            return hit[2]
-        with self._load_lock:
-            rec = Recommender(store.load_arrays(version), scale=scale_bounds(manifest))
-        with self._lock:
-            self._models[key] = (*stamp, rec)
-            self._models.move_to_end(key)
-            while len(self._models) > self.max_versions:
-                self._models.popitem(last=False)
-        return rec
-
-    def titles(self, bucket: Bucket) -> dict[int, str]:
-        """Item id -> title from :data:`MOVIES` (empty when the bucket has none); the object's size and time
-        are checked at most every ``pointer_ttl`` seconds (one LIST on S3)."""
-        key = bucket.uri()
-        now = self.clock()
-        with self._lock:
-            hit = self._titles.get(key)
-        if hit is not None and now - hit[0] < self.pointer_ttl:
-            return hit[2]
-        infos = [o for o in bucket.list("ratings", recursive=False) if o.key == MOVIES]
-        stamp = (infos[0].size, infos[0].mtime) if infos else None
-        if hit is not None and hit[1] == stamp:
-            titles = hit[2]
-        else:
-            titles = read_movies(bucket.read_bytes(MOVIES)) if infos else {}
-        with self._lock:
-            self._titles[key] = (now, stamp, titles)
-        return titles
-
-
-def read_movies(data: bytes) -> dict[int, str]:
-    """Titles from a MovieLens ``movies.csv`` (``movieId,title,genres`` with a header; quoted titles)."""
-    reader = csv.reader(io.StringIO(data.decode("utf-8-sig", "replace")))
-    header = next(reader, [])
-    cols = [c.strip().lower() for c in header]
-    if "movieid" not in cols or "title" not in cols:
-        raise ValueError(f"{MOVIES}: header must name movieId and title (MovieLens format), got {header}")
-    i_id, i_title = cols.index("movieid"), cols.index("title")
-    out: dict[int, str] = {}
-    for line, row in enumerate(reader, start=2):
-        if len(row) <= max(i_id, i_title):
-            continue
-        try:
-            out[int(row[i_id])] = row[i_title]
-        except ValueError:
-            log.warning("%s line %d: movieId %r is not an integer; skipped", MOVIES, line, row[i_id])
-    return out
-
-
-_DEFAULT_CACHE = LookupCache()
-
-
-def lookup(
-    store: ModelStore,
-    user: int,
-    k: int = 10,
-    version: str | None = None,
-    cache: LookupCache | None = None,
-) -> dict:
-    """Top-``k`` items and predicted ratings for ``user`` from ``version`` (None: the current one).
-
-    Returns ``{"version", "user", "known_user", "items": [{"item", "score", "title"}]}``; a user the model
-    has not seen gets the cold-start ranking (``mu + b_i``) and ``known_user`` False."""
-    if not 1 <= int(k) <= 100:
-        raise ValueError(f"k must be in 1..100, got {k}")
-    cache = cache or _DEFAULT_CACHE
-    version = version or cache.current(store)
-    if version is None:
-        raise VersionNotFoundError(f"no published model version in {store.bucket!r}")
-    rec = cache.recommender(store, version)
-    titles = cache.titles(store.bucket)
-    top = rec.recommend(int(user), int(k))
-    return {
-        "version": version,
-        "user": int(user),
-        "known_user": rec.arrays.user_row(int(user)) >= 0,
-        "items": [{"item": i, "score": round(s, 4), "title": titles.get(i)} for i, s in top],
-    }

@@ -24,8 +24,9 @@ deterministic version id).
 The gate's numbers
 ------------------
 :func:`gate_numbers` scores the candidate, the published model and the candidate's biases-only baseline (its
-factors zeroed: ``mu + b_u + b_i``) on the same rows, the candidate's validation set, with the prediction rule of
-``streamrec.spark.evaluate`` (fallbacks for unknown ids, clipped to the scale), in numpy from the stored tables.
+factors zeroed: ``mu + b_u + b_i``) on the same rows, the candidate's validation set, with
+``streamrec.core.arrays.predict`` (fallbacks for unknown ids, clipped to the scale; the formula of
+``streamrec.spark.evaluate``), in numpy from the stored tables.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from streamrec.core import layout
-from streamrec.core.arrays import ModelArrays
+from streamrec.core.arrays import ModelArrays, predict
 from streamrec.pipeline.reviewlog import hold_state
 from streamrec.storage.bucket import Bucket
 from streamrec.storage.store import PUBLISHED, REJECTED, ModelStore
@@ -131,8 +132,10 @@ def _same_bytes(part: Any, record: dict) -> bool:
 
 def pending(bucket: Bucket, store: ModelStore) -> dict:
     """What the update DAG should look at now: the current version and the pending partitions in arrival
-    order (as dicts), plus what was skipped and why (for the log)."""
-    from streamrec.pipeline.contract import REFUSED_KEY, list_incoming
+    order (as dicts), plus what was skipped and why (for the log), and ``waiting``: the object keys of
+    unfinished uploads (temporary names, see ``contract.incoming``), skipped as "waiting for its upload to
+    finish" until they are renamed."""
+    from streamrec.pipeline.contract import REFUSED_KEY, WAITING_WHY, list_incoming
 
     current = store.current()
     if current is None:
@@ -143,8 +146,8 @@ def pending(bucket: Bucket, store: ModelStore) -> dict:
     # --- review actions (streamrec.pipeline.review): partitions held by a rollback; quarantined ones re-queued ---
     review = hold_state(bucket)
     # --- end review actions ---
-    todo, skipped, refused = [], {}, []
-    for part in list_incoming(bucket, INCOMING, refused):
+    todo, skipped, refused, waiting = [], {}, [], []
+    for part in list_incoming(bucket, INCOMING, refused, waiting):
         if part.id in lineage:
             skipped[part.id] = "applied"
         elif part.id in rejected:
@@ -158,7 +161,8 @@ def pending(bucket: Bucket, store: ModelStore) -> dict:
         else:
             todo.append(part.as_dict())
     skipped.update({key: REFUSED_KEY for key in refused})
-    return {"base": current, "pending": todo, "skipped": skipped}
+    skipped.update({key: WAITING_WHY for key in waiting})  # unfinished uploads: picked up once renamed
+    return {"base": current, "pending": todo, "skipped": skipped, "waiting": waiting}
 
 
 def requeue(store: ModelStore, partition_ids: Iterable[str], when: datetime | None = None) -> list[str]:
@@ -219,20 +223,12 @@ def read_ratings_arrays(bucket: Bucket, uris: Sequence[str]) -> dict[str, np.nda
 def rmse(
     arrays: ModelArrays, rows: dict[str, np.ndarray], low: float, high: float, factors: bool = True
 ) -> float | None:
-    """RMSE with ``streamrec.spark.evaluate``'s rule: ``mu + b_u + b_i + p_u·q_i`` (the dot only when both are known;
-    an unknown id contributes 0), clipped to ``[low, high]``. ``factors=False``: the biases-only baseline."""
+    """RMSE of ``streamrec.core.arrays.predict`` (``mu + b_u + b_i + p_u·q_i``, the fallbacks for unknown ids,
+    clipped to ``[low, high]``) on ``rows``; ``factors=False``: the biases-only baseline. None when no rows."""
     if len(rows["rating"]) == 0:
         return None
-    u = arrays.user_rows(rows["user"])
-    i = arrays.item_rows(rows["item"])
-    ku, ki = u >= 0, i >= 0
-    pred = np.full(len(u), arrays.mu, dtype=np.float64)
-    pred[ku] += arrays.user_bias[u[ku]]
-    pred[ki] += arrays.item_bias[i[ki]]
-    if factors:
-        both = ku & ki
-        pred[both] += np.einsum("ij,ij->i", arrays.user_factors[u[both]], arrays.item_factors[i[both]])
-    err = rows["rating"] - np.clip(pred, low, high)
+    pred = predict(arrays, rows["user"], rows["item"], clip=(low, high), factors=factors)
+    err = rows["rating"] - pred
     return float(np.sqrt(np.mean(err * err)))
 
 

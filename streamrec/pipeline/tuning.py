@@ -1,6 +1,11 @@
 """A tuning run as the DAG sees it: the plan (what to search, on which data), then, once the trials ran
 (``jobs/tune_trial.py``, :mod:`streamrec.spark.tuning`), the choice, the report and the stored parameter set.
-The search itself (spaces, sampling, budget, the choice rule) is :mod:`streamrec.core.search`.
+The search itself (spaces, sampling, budget, the choice rule and its guard) is :mod:`streamrec.core.search`.
+
+The choice is guarded (``search.decide``): a trial is adopted only when its per-row squared errors beat the
+baseline's on the same scoring rows by more than their noise; otherwise the baseline (the parameters in use
+when the run started) is stored again, unchanged. So a tuning run never stores parameters that its own
+held-back rows do not show to be better than the ones it started from.
 """
 
 from __future__ import annotations
@@ -11,21 +16,35 @@ from typing import Any
 
 from streamrec.core import layout
 from streamrec.core.search import (
+    ALPHA,
     DEFAULT_HOLDOUT,
     PARTS,
     SPACES,
     budget_allows,
     choose,
     deadline,
+    decide,
+    errors_from_parquet,
+    errors_key,
     pooled_rmse,
     sample_trials,
     tuned_fields,
 )
+from streamrec.pipeline import tuning_report
 from streamrec.storage import paramsets
 from streamrec.storage.bucket import Bucket
 from streamrec.storage.store import ModelStore
 
-__all__ = ["budget_allows", "choose", "deadline", "pooled_rmse", "sample_trials", "tuned_fields", "SPACES"]
+__all__ = [
+    "budget_allows",
+    "choose",
+    "deadline",
+    "decide",
+    "pooled_rmse",
+    "sample_trials",
+    "tuned_fields",
+    "SPACES",
+]
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -159,13 +178,26 @@ def collect(bucket: Bucket | str, run: str) -> dict[str, list[dict]]:
     return out
 
 
-def finish(
-    bucket: Bucket | str, run: str, name: str | None = paramsets.DEFAULT_NAME, when: datetime | None = None
-) -> dict:
-    """Choose per part, write the report (``result.json`` + ``index.html``) and, when ``name`` is given and
-    something was chosen, store the chosen values as parameter set ``name``. Returns the result document."""
-    from streamrec.pipeline import tuning_report
+def load_errors(bucket: Bucket | str, run: str, part: str, index: int):
+    """The per-row squared errors a trial stored next to its JSON (``search.errors_key``), or None."""
+    b = Bucket.from_uri(bucket)
+    try:
+        return errors_from_parquet(b.read_bytes(errors_key(trial_key(run, part, index))))
+    except FileNotFoundError:
+        return None
 
+
+def finish(
+    bucket: Bucket | str,
+    run: str,
+    name: str | None = paramsets.DEFAULT_NAME,
+    when: datetime | None = None,
+    alpha: float = ALPHA,
+) -> dict:
+    """Decide per part (``search.decide``: the guard), write the report (``result.json`` + ``index.html``) and,
+    when ``name`` is given and a part has a decision, store it as parameter set ``name``: the adopted trial's
+    values, or the baseline's (the parameters the run started from) when no trial passed the guard. Returns
+    the result document."""
     b = Bucket.from_uri(bucket)
     plan = b.read_json(plan_key(run))
     found = collect(b, run)
@@ -179,8 +211,11 @@ def finish(
             continue
         trials = found.get(part, [])
         done = {t["index"] for t in trials}
-        best = choose(trials)
-        baseline = next((t for t in trials if t["index"] == 0), None)
+        errors = {t["index"]: load_errors(b, run, part, t["index"]) for t in trials}
+        verdict = decide(trials, errors, alpha=alpha, seed=int(plan.get("seed") or 0))
+        best, baseline = verdict["chosen"], next((t for t in trials if t["index"] == 0), None)
+        for t in trials:
+            t["guard"] = verdict["tests"].get(t["index"])
         parts[part] = {
             "planned": len(planned),
             "finished": len(trials),
@@ -189,6 +224,12 @@ def finish(
             "trials": trials,
             "chosen": best,
             "baseline": baseline,
+            "best_score": verdict["best"],
+            "adopted": verdict["adopted"],
+            "reason": verdict["reason"],
+            "rule": verdict["rule"],
+            "compared": verdict["compared"],
+            "level": verdict["level"],
             "improvement": (
                 baseline["rmse"] - best["rmse"]
                 if best and baseline and baseline.get("rmse") is not None
@@ -201,6 +242,8 @@ def finish(
                 "run": run,
                 "report": b.uri(f"{run_prefix(run)}/index.html"),
                 "chosen_trial": best["index"],
+                "adopted": verdict["adopted"],
+                "reason": verdict["reason"],
                 "score": best["rmse"],
                 "baseline_score": baseline["rmse"] if baseline else None,
                 "metric": "RMSE on the tuning split"

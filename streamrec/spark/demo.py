@@ -24,7 +24,8 @@ import numpy as np
 
 from streamrec.core import gate
 from streamrec.core.params import BootstrapParams
-from streamrec.core.synth import SynthConfig, write_dataset
+from streamrec.core.synth import SynthConfig
+from streamrec.core.synth_files import write_dataset
 from streamrec.spark import evaluate, runs
 from streamrec.spark.model import load_model
 from streamrec.spark.ratings import read_ratings

@@ -8,6 +8,7 @@ to the driver as :class:`~streamrec.core.arrays.ModelArrays` (the numpy form eve
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from pyspark.sql import DataFrame, SparkSession
@@ -15,7 +16,7 @@ from pyspark.sql import functions as F
 
 from streamrec.core.arrays import ModelArrays, side_from_table
 from streamrec.spark.schema import FACTOR_SCHEMA
-from streamrec.storage.store import SIDES, ModelStore
+from streamrec.storage.store import OPTIONAL_TABLES, SIDES, ModelStore
 
 
 @dataclass
@@ -39,12 +40,21 @@ def to_arrays(model: FactorModel, manifest: dict | None = None) -> ModelArrays:
     return ModelArrays.from_sides(model.mu, model.rank, users, items, dict(manifest or {}), model.n)
 
 
-def write_model(store: ModelStore, model: FactorModel, manifest: dict, version: str | None = None) -> str:
+def write_model(
+    store: ModelStore,
+    model: FactorModel,
+    manifest: dict,
+    version: str | None = None,
+    extra: Mapping[str, DataFrame] | None = None,
+) -> str:
     """Write ``model`` with Spark as a new candidate version of ``store`` and return its id.
 
     The tables are written in overwrite mode (a retried task rewrites cleanly), then ``manifest.json`` with
     status ``candidate`` and the store fields filled in. Refuses (``StoreError``) to overwrite a published
     version. Same layout and guarantees as :meth:`ModelStore.write_arrays` (pyarrow, no Spark).
+
+    ``extra``: optional tables (``seen``, ``recommendations``) by name; written after the factor tables and
+    before the manifest, listed in it, each file sorted by ``user`` (then ``rank``).
     """
     version = store.begin_write(version)
     counts: dict[str, int] = {}
@@ -53,9 +63,19 @@ def write_model(store: ModelStore, model: FactorModel, manifest: dict, version: 
         if store.table_files:
             out = out.repartition(store.table_files)
         out.write.mode("overwrite").parquet(store.table_uri(version, side))
-    files = store.data_files(version)
+    written = list(SIDES)
+    for name in OPTIONAL_TABLES:
+        store.bucket.delete_prefix(store.version_key(version, name))  # a rewrite never keeps an old one
+        if extra and name in extra:
+            out = extra[name]
+            if store.table_files:
+                out = out.repartition(store.table_files)
+            out = out.sortWithinPartitions(*[c for c in ("user", "rank") if c in out.columns])
+            out.write.mode("overwrite").parquet(store.table_uri(version, name))
+            written.append(name)
+    files = store.data_files(version, tuple(written))
     spark = model.users.sparkSession
-    for side in SIDES:
+    for side in written:
         uris = [store.bucket.spark_uri(store.version_key(version, f["key"])) for f in files[side]]
         counts[side] = spark.read.parquet(*uris).count() if uris else 0
     return store.finish_write(

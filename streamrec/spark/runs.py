@@ -16,13 +16,15 @@ from dataclasses import dataclass
 
 from pyspark.sql import DataFrame, SparkSession
 
+from streamrec.core import ranking
 from streamrec.core.params import BootstrapParams, UpdateParams
+from streamrec.core.ranking import RankingRule
 from streamrec.core.schema import HALF_STAR, RatingScale
-from streamrec.spark import bootstrap, evaluate, split, update
+from streamrec.spark import bootstrap, evaluate, recommend, seen, split, update
 from streamrec.spark.model import FactorModel, load_model, write_model
 from streamrec.spark.ratings import read_ratings
 from streamrec.spark.schema import RATINGS_SCHEMA
-from streamrec.storage.store import PUBLISHED, ModelStore
+from streamrec.storage.store import PUBLISHED, RECOMMENDATIONS, SEEN, ModelStore
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,44 @@ def _hold_out(df: DataFrame, holdout: Holdout | None, name: str | None) -> tuple
     return train, [uri]
 
 
+def side_tables(
+    model: FactorModel, seen_table: DataFrame | None, rule: RankingRule, scale: RatingScale
+) -> tuple[dict[str, DataFrame], dict]:
+    """The optional tables a job writes with its version (``write_model``'s ``extra``): the seen table and the
+    recommendations (``streamrec.spark.recommend``; none when ``rule.k`` is 0 or the seen items are unknown),
+    both computed here (persisted until ``_release``), and what to record in the manifest's ``ranking``
+    entry (the rule, the seconds)."""
+    tables: dict[str, DataFrame] = {}
+    info: dict = {**rule.as_dict(), "seen": seen_table is not None, "recommendations": False}
+    if seen_table is None:
+        log.warning(
+            "no seen table (the base version has none): writing neither seen items nor recommendations"
+        )
+        return tables, info
+    t0 = time.perf_counter()
+    tables[SEEN] = _materialised(seen_table)
+    info["seen_seconds"] = round(time.perf_counter() - t0, 3)
+    if rule.k > 0:
+        t0 = time.perf_counter()
+        tables[RECOMMENDATIONS] = _materialised(
+            recommend.recommend_all(model, tables[SEEN], rule, (scale.low, scale.high))
+        )
+        info.update(recommendations=True, recommend_seconds=round(time.perf_counter() - t0, 3))
+    return tables, info
+
+
+def _materialised(df: DataFrame) -> DataFrame:
+    """``df`` persisted and computed now (so its cost is timed here); ``_release`` frees it after the write."""
+    df = df.persist()
+    df.count()
+    return df
+
+
+def _release(tables: dict[str, DataFrame]) -> None:
+    for df in tables.values():
+        df.unpersist()
+
+
 def bootstrap_version(
     spark: SparkSession,
     store: ModelStore,
@@ -81,17 +121,24 @@ def bootstrap_version(
     extra: dict | None = None,
     holdout: Holdout | None = None,
     param_set: dict | None = None,
+    rule: RankingRule | None = None,
 ) -> dict:
     """Fit a model on the ``ratings`` URIs and write it as a candidate version. Returns its manifest.
 
     With ``holdout``, its share of the ratings is written to the validation area and not trained on.
     ``param_set`` (``{"name", "digest"}``, see ``streamrec.storage.paramsets``) is recorded as the lineage of ``params``.
+    The version also gets its seen table (every rating read, held-out ones included: the user did rate them) and
+    the top-``rule.k`` recommendations of every user (``rule``: default ``streamrec.core.ranking.DEFAULT``),
+    recorded with the rule as the manifest's ``ranking``.
     """
     p = params or BootstrapParams()
+    rule = rule or ranking.DEFAULT
     t0 = time.perf_counter()
-    df = read_ratings(spark, list(ratings), scale)
-    df, validation = _hold_out(df, holdout, "history" if kind == "bootstrap" else None)
+    everything = read_ratings(spark, list(ratings), scale)
+    df, validation = _hold_out(everything, holdout, "history" if kind == "bootstrap" else None)
     model = bootstrap.fit(df, p)
+    fit_seconds = round(time.perf_counter() - t0, 3)
+    tables, ranking_info = side_tables(model, seen.build(everything), rule, scale)
     vid = write_model(
         store,
         model,
@@ -107,11 +154,14 @@ def bootstrap_version(
             "inputs": list(ratings),
             "validation": validation,
             "holdout": holdout.as_dict() if holdout else None,
-            "metrics": {"fit_seconds": round(time.perf_counter() - t0, 3)},
+            "metrics": {"fit_seconds": fit_seconds},
+            "ranking": ranking_info,
             **(extra or {}),
         },
         version,
+        extra=tables,
     )
+    _release(tables)
     return store.read_manifest(vid)
 
 
@@ -125,6 +175,7 @@ def update_version(
     scale: RatingScale = HALF_STAR,
     model: FactorModel | None = None,
     param_set: dict | None = None,
+    rule: RankingRule | None = None,
 ) -> tuple[dict, FactorModel]:
     """Fold ``partitions`` (``(partition_id, uri)`` pairs, in order) into ``base`` (default: the current version).
 
@@ -132,6 +183,9 @@ def update_version(
     of each partition (the model before absorbing it). ``model`` may pass the base already loaded (benchmarks).
     ``param_set`` (``{"name", "digest"}``) is recorded as ``params.param_set.update`` (the base's bootstrap entry
     is inherited).
+    The base's seen table is folded forward with the batch's ratings (``streamrec.spark.seen.merge``; none when
+    the base has none) and the new model's recommendations are written with it, ranked by ``rule`` (default: the
+    base's recorded rule, else ``streamrec.core.ranking.DEFAULT``).
     Returns the new candidate manifest and the updated model.
     """
     p = params or UpdateParams()
@@ -152,12 +206,21 @@ def update_version(
     t0 = time.perf_counter()
     # The whole batch is read and validated in one job, held out in one write, and scored (prequential) and
     # absorbed partition after partition in one more (update.apply_batch): a few jobs per batch, not per partition.
-    batch = read_ratings(spark, [uri for _, uri in partitions], scale, source="seq").localCheckpoint()
-    batch, held = _hold_out(batch, hold, _holdout_name(ids))
+    everything = read_ratings(spark, [uri for _, uri in partitions], scale, source="seq").localCheckpoint()
+    batch, held = _hold_out(everything, hold, _holdout_name(ids))
     validation += held
     current, scores = update.apply_batch(current, batch, len(ids), p, scale)
     prequential = dict(zip(ids, scores, strict=True))
     seconds = round(time.perf_counter() - t0, 3)
+    if rule is None:
+        rule = (
+            RankingRule.from_dict(base_manifest["ranking"])
+            if base_manifest.get("ranking")
+            else ranking.DEFAULT
+        )
+    old_seen = seen.load(store, spark, base)
+    new_seen = seen.merge(old_seen, everything, "seq") if old_seen is not None else None
+    tables, ranking_info = side_tables(current, new_seen, rule, scale)
     vid = write_model(
         store,
         current,
@@ -172,9 +235,12 @@ def update_version(
             "validation": validation,
             "holdout": base_manifest.get("holdout"),
             "metrics": {"prequential": prequential, "update_seconds": seconds},
+            "ranking": ranking_info,
         },
         version,
+        extra=tables,
     )
+    _release(tables)
     return store.read_manifest(vid), current
 
 

@@ -43,6 +43,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from streamrec.core import sgd
+from streamrec.core.arrays import Parts, predict_rows
 from streamrec.core.params import UpdateParams
 from streamrec.core.schema import HALF_STAR, ITEM, RATING, USER, RatingScale
 from streamrec.spark import evaluate
@@ -88,10 +89,11 @@ def _scores(
     u, i, r, mu, users: sgd.Side, items: sgd.Side, known_u, known_i, scale: RatingScale
 ) -> list[float]:
     """What ``evaluate.predict`` + ``error_metrics`` sum, in numpy: Σ ε², Σ |ε| and the fallback counts of the
-    ratings ``r`` under the state given (unknown ids: bias 0, no dot product; the prediction clipped)."""
+    ratings ``r`` under the state given. ``u`` / ``i`` are rows of the touched sides; a row not ``known`` yet
+    is an unknown id (``-1`` for ``arrays.predict_rows``: no bias, no dot product), the prediction clipped."""
     ku, ki = known_u[u], known_i[i]
-    dot = np.where(ku & ki, np.einsum("ij,ij->i", users.factors[u], items.factors[i]), 0.0)
-    pred = np.clip(mu + users.bias[u] + items.bias[i] + dot, scale.low, scale.high)
+    parts = Parts(mu, users.bias, users.factors, items.bias, items.factors)
+    pred = predict_rows(parts, np.where(ku, u, -1), np.where(ki, i, -1), clip=(scale.low, scale.high))
     err = r - pred
     fallback = np.where(ku & ki, 0, np.where(ki, 1, np.where(ku, 2, 3)))
     return [float(err @ err), float(np.abs(err).sum()), *map(float, np.bincount(fallback, minlength=4))]

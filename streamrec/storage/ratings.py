@@ -14,33 +14,49 @@ from urllib.parse import urlparse
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from streamrec.core.compression import Damaged, codec_of, decompress_chunks
+from streamrec.core.ratings_arrow import (
+    arrow_strings,
+    pa_match,
+    pa_ok_and_values,
+    repeated_headers,
+    split_fields_arrow,
+    split_lines,
+)
 from streamrec.core.ratings_format import (
     BLANK,
     BOM,
+    FILE_TYPE,
     HEAD_BYTES,
-    INT,
     KNOWN_HEADER,
     MAX_HEAD_BYTES,
-    MAX_ID,
-    NONFINITE,
-    NUM,
-    TOLERANCE,
-    TS_ABSENT,
-    TS_OPTIONAL,
     Layout,
     RatingsFormatError,
-    anchored,
     check_fields,
     check_line,
+    is_hidden,
     layout_from_head,
     parquet_layout,
     short,
+    split_fields,
 )
 from streamrec.core.schema import HALF_STAR, ITEM, RATING, TS, USER, RatingScale
+
+__all__ = [
+    "ArrowFS",
+    "FileSystem",
+    "detect_format",
+    "expand",
+    "expand_entries",
+    "head_layout",
+    "list_rating_files",
+    "pa_ok_and_values",
+    "parquet_schema",
+    "read_ratings_pandas",
+]
 
 _CHUNK_BYTES = 32 << 20
 
@@ -57,6 +73,8 @@ class FileSystem(Protocol):
     def head(self, path: str, n: int) -> tuple[bytes, bool]: ...  # (first n bytes, whole file read)
 
     def tail(self, path: str, n: int) -> bytes: ...  # the last n bytes (fewer for a shorter file)
+
+    def read(self, path: str) -> bytes: ...  # the whole file, as stored
 
 
 class ArrowFS:
@@ -82,7 +100,7 @@ class ArrowFS:
 
     def head(self, path: str, n: int) -> tuple[bytes, bool]:
         fs, p = self.resolve(path)
-        with fs.open_input_stream(p) as f:
+        with fs.open_input_stream(p, compression=None) as f:
             data = f.read(n + 1)
         return data[:n], len(data) <= n
 
@@ -93,9 +111,13 @@ class ArrowFS:
             f.seek(max(0, size - n))
             return f.read()
 
+    def read(self, path: str) -> bytes:
+        """The whole file, as stored (no decompression by name)."""
+        return b"".join(self.chunks(path))
+
     def chunks(self, path: str, size: int = _CHUNK_BYTES) -> Iterator[bytes]:
         fs, p = self.resolve(path)
-        with fs.open_input_stream(p) as f:
+        with fs.open_input_stream(p, compression=None) as f:
             while buf := f.read(size):
                 yield buf
 
@@ -124,7 +146,7 @@ def list_files(fs: FileSystem, path: str) -> list[str]:
         return [path]
     files = []
     for name, is_dir in sorted(fs.children(path)):
-        if name.startswith((".", "_")):
+        if is_hidden(name):
             continue
         if is_dir:
             raise ValueError(f"{path} contains the sub-folder {name!r}: a ratings folder holds files only")
@@ -153,8 +175,9 @@ def expand_entries(fs: FileSystem, paths: str | Sequence[str]) -> dict[str, int]
 
 
 def head_layout(fs: FileSystem, path: str, fmt: str) -> Layout:
+    """The layout of one file from its first bytes (a compressed file: from its first MiB)."""
     head, complete = fs.head(path, HEAD_BYTES)
-    if not complete and re.search(rb"\r|\n", head) is None and head[:4] != b"PAR1":
+    if not complete and (codec_of(head) or (re.search(rb"\r|\n", head) is None and head[:4] != b"PAR1")):
         head, complete = fs.head(path, MAX_HEAD_BYTES)
     return layout_from_head(path, head, complete, fmt)
 
@@ -182,87 +205,6 @@ def detect_format(path: str) -> str:
 # ----------------------------------------------------------------------------------------------------------
 # pandas reader: pyarrow, vectorised
 # ----------------------------------------------------------------------------------------------------------
-
-
-def pa_match(arr: pa.Array, pattern: str) -> np.ndarray:
-    return pc.fill_null(pc.match_substring_regex(arr, anchored(pattern)), False).to_numpy(
-        zero_copy_only=False
-    )
-
-
-def pa_digits(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(negative sign, number of significant digits, overflows 2**63-1) for integer literals."""
-    neg = pc.fill_null(pc.starts_with(arr, "-"), False).to_numpy(zero_copy_only=False)
-    digits = pc.utf8_ltrim(pc.utf8_ltrim(arr, "+-"), "0")
-    nd = pc.fill_null(pc.utf8_length(digits), 0).to_numpy(zero_copy_only=False)
-    big = pc.fill_null(pc.greater(digits, pa.scalar(str(MAX_ID), digits.type)), False)
-    over = (nd > 19) | ((nd == 19) & big.to_numpy(zero_copy_only=False))
-    return neg, nd, over
-
-
-def pa_int(arr: pa.Array) -> pa.Array:
-    return pc.cast(pc.utf8_ltrim(arr, "+"), pa.int64())
-
-
-def pa_ok_and_values(
-    fields: Sequence[pa.Array], layout: Layout, scale: RatingScale
-) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
-    """Vectorised rules for rows of fields (string arrays, nullable): the ok mask; when every row is ok, the
-    parsed columns too."""
-    ok = np.ones(len(fields[0]), dtype=bool)
-    for col in fields[:2]:
-        neg, nd, over = pa_digits(col)
-        ok &= pa_match(col, INT) & ~neg & (nd >= 1) & ~over
-    r = fields[2]
-    num = pa_match(r, NUM) & ~pa_match(r, NONFINITE)
-    rv = pc.cast(pc.if_else(pa.array(num), r, pa.scalar("nan", r.type)), pa.float64()).to_numpy(
-        zero_copy_only=False
-    )
-    with np.errstate(invalid="ignore"):
-        d = rv - scale.low
-        ok &= (
-            num
-            & np.isfinite(rv)
-            & (rv >= scale.low - TOLERANCE)
-            & (rv <= scale.high + TOLERANCE)
-            & (np.abs(d - np.rint(d / scale.step) * scale.step) <= TOLERANCE)
-        )
-    ts_present = None
-    if layout.ts_mode != TS_ABSENT:
-        t = fields[3]
-        neg, nd, over = pa_digits(t)
-        valid = pa_match(t, INT) & (~neg | (nd == 0)) & ~over
-        if layout.ts_mode == TS_OPTIONAL:
-            ts_present = pc.fill_null(pc.not_equal(t, pa.scalar("", t.type)), False).to_numpy(
-                zero_copy_only=False
-            )
-            ok &= valid | ~ts_present
-        else:
-            ts_present = np.ones(len(t), dtype=bool)
-            ok &= valid
-    if not ok.all():
-        return ok, None
-    values = {
-        USER: pa_int(fields[0]).to_numpy(zero_copy_only=False),
-        ITEM: pa_int(fields[1]).to_numpy(zero_copy_only=False),
-        RATING: rv,
-    }
-    if ts_present is not None:
-        t = fields[3]
-        tv = np.zeros(len(t), dtype=np.int64)
-        if ts_present.any():
-            tv[ts_present] = pa_int(t.filter(pa.array(ts_present))).to_numpy(zero_copy_only=False)
-        values[TS] = tv
-        values["_ts_valid"] = ts_present
-    return ok, values
-
-
-def split_lines(data: bytes) -> pa.Array:
-    """Lines of a byte block that ends at a line terminator (or at the end of the file)."""
-    text = data.decode("utf-8", "replace").replace("\r\n", "\n").replace("\r", "\n")
-    if text.endswith("\n"):
-        text = text[:-1]
-    return pc.list_flatten(pc.split_pattern(pa.array([text], pa.large_string()), "\n"))
 
 
 def iter_line_blocks(chunks: Iterator[bytes]) -> Iterator[pa.Array]:
@@ -317,71 +259,70 @@ class Columns:
         )
 
 
+def _data_chunks(fs: ArrowFS, path: str, layout: Layout) -> Iterator[bytes]:
+    chunks = fs.chunks(path, _CHUNK_BYTES)
+    if layout.compression is None:
+        return chunks
+    return decompress_chunks(chunks, layout.compression, piece=_CHUNK_BYTES)
+
+
 def _read_text_pandas(fs: ArrowFS, path: str, layout: Layout, scale: RatingScale, out: Columns) -> None:
-    """Validate and parse one text file chunk by chunk; raise at its first bad line."""
+    """Validate and parse one text file chunk by chunk (decompressed first when compressed); raise at its
+    first bad line. Blank lines are skipped."""
     line_no = 0  # lines before the current block
-    pending_blank: int | None = None  # first blank line with no non-blank line after it (yet)
-    for lines in iter_line_blocks(fs.chunks(path)):
-        n = len(lines)
-        blank = pa_match(lines, BLANK)
-        nonblank_idx = np.flatnonzero(~blank)
-        if pending_blank is not None and nonblank_idx.size:
-            raise RatingsFormatError(path, pending_blank, *check_line("", layout, scale))
-        is_data = ~blank
-        if line_no == 0 and layout.header is not None:
-            first = lines[0].as_py().removeprefix(BOM)
-            if first != layout.header:  # the file changed since its head was read
-                raise RatingsFormatError(
-                    path, 1, KNOWN_HEADER, f"expected {layout.header!r}, found {short(first)}"
-                )
-            is_data[0] = False
-        candidates = []
-        if nonblank_idx.size:
-            middle_blank = np.flatnonzero(blank[: nonblank_idx[-1]])
-            if middle_blank.size:
-                candidates.append(int(middle_blank[0]))
-        data_idx = np.flatnonzero(is_data)
-        data = lines.take(pa.array(data_idx))
-        parts = pc.split_pattern(data, layout.sep)
-        good = pc.equal(pc.list_value_length(parts), layout.n_fields).to_numpy(zero_copy_only=False)
-        if layout.header is not None:
-            body = pc.replace_substring_regex(data, "^" + BOM, "")
-            good &= ~pc.equal(body, pa.scalar(layout.header, body.type)).to_numpy(zero_copy_only=False)
-        if not good.all():
-            candidates.append(int(data_idx[np.argmin(good)]))
-        values = None
-        if data_idx.size and good.all():
-            fields = [pc.list_element(parts, j) for j in range(layout.n_fields)]
-            ok, values = pa_ok_and_values(fields, layout, scale)
-            if values is None:
-                candidates.append(int(data_idx[np.argmin(ok)]))
-        if candidates:
-            i = min(candidates)
-            text = lines[i].as_py()
-            found = check_line(text, layout, scale)
-            if found is None:
-                raise RuntimeError(
-                    f"internal: vectorised and scalar rules disagree on {path} line {line_no + i + 1}"
-                )
-            raise RatingsFormatError(path, line_no + i + 1, *found)
-        if values is not None:
+    need_header = layout.header is not None
+    try:
+        for lines in iter_line_blocks(_data_chunks(fs, path, layout)):
+            need_header = _check_block(path, lines, line_no, layout, scale, out, need_header)
+            line_no += len(lines)
+    except Damaged as exc:
+        raise RatingsFormatError(path, None, FILE_TYPE, str(exc)) from None
+
+
+def _check_block(
+    path: str,
+    lines: pa.Array,
+    line_no: int,
+    layout: Layout,
+    scale: RatingScale,
+    out: Columns,
+    need_header: bool,
+) -> bool:
+    """Check and parse one block of lines (``line_no`` lines before it); ``need_header``: the header (the first
+    non-blank line) is not seen yet. Returns whether it still is not."""
+    is_data = ~pa_match(lines, BLANK)
+    if need_header and is_data.any():
+        h = int(np.argmax(is_data))
+        first = lines[h].as_py().removeprefix(BOM)
+        if split_fields(first, layout.sep) != list(layout.names):  # the file changed since its head was read
+            raise RatingsFormatError(
+                path, line_no + h + 1, KNOWN_HEADER, f"expected {layout.header!r}, found {short(first)}"
+            )
+        is_data[h] = False
+        need_header = False
+    data_idx = np.flatnonzero(is_data)
+    data = lines.take(pa.array(data_idx))
+    fields = split_fields_arrow(data, layout.sep)
+    good = (fields.counts() == layout.n_fields) & ~fields.bad_quoting
+    if layout.header is not None:
+        good &= ~repeated_headers(data, fields, layout)
+    bad = None if good.all() else int(np.argmin(good))
+    if bad is None and data_idx.size:
+        ok, values = pa_ok_and_values(fields.columns(layout), layout, scale)
+        if values is None:
+            bad = int(np.argmin(ok))
+        else:
             out.add(values, len(data_idx))
-        if pending_blank is None and blank.any():
-            trailing = np.flatnonzero(blank[nonblank_idx[-1] + 1 :] if nonblank_idx.size else blank)
-            if trailing.size:
-                start = nonblank_idx[-1] + 1 if nonblank_idx.size else 0
-                pending_blank = line_no + start + int(trailing[0]) + 1
-        line_no += n
-
-
-def arrow_strings(col: pa.ChunkedArray) -> pa.Array:
-    """A Parquet column as strings, the form the rules are written for (float32 widened to float64 first)."""
-    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-    if pa.types.is_float32(arr.type) or pa.types.is_float16(arr.type):
-        arr = pc.cast(arr, pa.float64())
-    if pa.types.is_dictionary(arr.type):
-        arr = arr.dictionary_decode()
-    return pc.cast(arr, pa.large_string())
+    if bad is not None:
+        i = int(data_idx[bad])
+        text = lines[i].as_py()
+        found = check_line(text, layout, scale)
+        if found is None:
+            raise RuntimeError(
+                f"internal: vectorised and scalar rules disagree on {path} line {line_no + i + 1}"
+            )
+        raise RatingsFormatError(path, line_no + i + 1, *found)
+    return need_header
 
 
 def _read_parquet_pandas(fs: ArrowFS, path: str, scale: RatingScale, out: Columns) -> None:

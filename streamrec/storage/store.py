@@ -4,7 +4,10 @@ Layout under the bucket root::
 
     models/versions/<version>/users/part-*.parquet    factor tables, schema.FACTOR_SCHEMA
     models/versions/<version>/items/part-*.parquet
-    models/versions/<version>/manifest.json           written AFTER both tables
+    models/versions/<version>/seen/part-*.parquet     optional: what every user rated (streamrec.core.seen)
+    models/versions/<version>/recommendations/part-*.parquet
+                                                      optional: top-K of every user (streamrec.spark.recommend)
+    models/versions/<version>/manifest.json           written AFTER every table
     models/CURRENT                                    {"version", "published_at", "previous"}: written last
 
 Invariants:
@@ -12,7 +15,10 @@ Invariants:
 * A version without ``manifest.json`` is incomplete and invisible: ``list_versions`` skips it, ``read_manifest``,
   ``load_*`` and ``publish`` refuse it. Rewriting an unpublished version first deletes its manifest, so a
   half-rewritten version is never visible either.
-* The manifest lists the exact Parquet files of each table; readers read those files and nothing else.
+* The manifest lists the exact Parquet files of each table; readers read those files and nothing else. The
+  optional tables (``seen``, ``recommendations``) are written, like the factor tables, before the manifest, so
+  they appear with their version atomically and a half-written version shows none of them; a version whose
+  manifest does not list one (written before it existed) simply has none (``load_seen`` returns None).
 * ``models/CURRENT`` changes in one atomic write (one rename locally, one PUT on S3), after the manifest says
   ``published``, and as a compare-and-swap: two publishers racing from the same base never both win (an
   ``flock`` locally, a conditional ``PUT`` on S3; see ``publish``). Publishing an older published version is a
@@ -38,23 +44,27 @@ import os
 import re
 import secrets
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from streamrec.core import faults, layout
-from streamrec.core.arrays import ARROW_FACTOR_SCHEMA, ModelArrays, side_from_table, table_from_side
-from streamrec.storage.bucket import Bucket, LocalBucket, S3Bucket, is_not_found
+from streamrec.core.arrays import ModelArrays, table_from_side
+from streamrec.core.seen import SeenItems
+from streamrec.storage.bucket import Bucket, LocalBucket, S3Bucket
+from streamrec.storage.s3client import is_not_found
+from streamrec.storage.tables import read_side
 
 log = logging.getLogger(__name__)
 
 MODELS, VERSIONS, POINTER = layout.MODELS, layout.VERSIONS, layout.POINTER
 MANIFEST = "manifest.json"
 SIDES = ("users", "items")
+SEEN, RECOMMENDATIONS = "seen", "recommendations"
+OPTIONAL_TABLES = (SEEN, RECOMMENDATIONS)
+TABLES = SIDES + OPTIONAL_TABLES
 MANIFEST_FORMAT = 1
 
 CANDIDATE, PUBLISHED, REJECTED = "candidate", "published", "rejected"
@@ -130,9 +140,9 @@ class ModelStore:
         return f"{base}/{name}" if name else base
 
     def table_uri(self, version: str, side: str) -> str:
-        """Spark location of a version's ``users`` or ``items`` table folder."""
-        if side not in SIDES:
-            raise ValueError(f"side must be one of {SIDES}, got {side!r}")
+        """Spark location of a version's table folder (``users``, ``items``, ``seen``, ``recommendations``)."""
+        if side not in TABLES:
+            raise ValueError(f"table must be one of {TABLES}, got {side!r}")
         return self.bucket.spark_uri(self.version_key(version, side))
 
     def new_version_id(self) -> str:
@@ -142,26 +152,41 @@ class ModelStore:
         return f"v{ts:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
 
     # --- writing --------------------------------------------------------------------------------------------
-    def write_arrays(self, arrays: ModelArrays, manifest: dict, version: str | None = None) -> str:
+    def write_arrays(
+        self,
+        arrays: ModelArrays,
+        manifest: dict,
+        version: str | None = None,
+        seen: SeenItems | None = None,
+        tables: dict[str, pa.Table] | None = None,
+    ) -> str:
         """Write ``arrays`` with pyarrow through the bucket (no Spark) as a new candidate version.
 
-        For tests, small models and buckets Spark cannot reach; same layout and guarantees as Spark's
-        ``streamrec.spark.session.model.write_model``.
+        ``seen``: the version's seen-items table (what every user rated); ``tables``: other optional tables by
+        name (``recommendations``). For tests, small models and buckets Spark cannot reach; same layout and
+        guarantees as Spark's ``streamrec.spark.model.write_model``.
         """
         version = self.begin_write(version)
-        sides = {
-            "users": (arrays.user_ids, arrays.user_bias, arrays.user_n, arrays.user_factors),
-            "items": (arrays.item_ids, arrays.item_bias, arrays.item_n, arrays.item_factors),
+        out: dict[str, pa.Table] = {
+            "users": table_from_side(arrays.user_ids, arrays.user_bias, arrays.user_n, arrays.user_factors),
+            "items": table_from_side(arrays.item_ids, arrays.item_bias, arrays.item_n, arrays.item_factors),
         }
+        if seen is not None:
+            out[SEEN] = seen.to_table()
+        for name, table in (tables or {}).items():
+            if name not in OPTIONAL_TABLES:
+                raise ValueError(f"unknown table {name!r}: one of {OPTIONAL_TABLES}")
+            out[name] = table
         counts: dict[str, int] = {}
-        for side, (ids, bias, n, factors) in sides.items():
-            self.bucket.delete_prefix(self.version_key(version, side))
-            table = table_from_side(ids, bias, n, factors)
+        for name in TABLES:
+            self.bucket.delete_prefix(self.version_key(version, name))
+            if name not in out:
+                continue
             buf = io.BytesIO()
-            pq.write_table(table, buf, compression="snappy")
-            self.bucket.write_bytes(self.version_key(version, f"{side}/part-00000.parquet"), buf.getvalue())
-            counts[side] = table.num_rows
-        files = self.data_files(version)
+            pq.write_table(out[name], buf, compression="snappy")
+            self.bucket.write_bytes(self.version_key(version, f"{name}/part-00000.parquet"), buf.getvalue())
+            counts[name] = out[name].num_rows
+        files = self.data_files(version, tuple(counts))
         return self.finish_write(
             version, manifest, mu=arrays.mu, n=arrays.n, rank=arrays.rank, files=files, counts=counts
         )
@@ -180,11 +205,12 @@ class ModelStore:
             log.info("rewriting unpublished version %s (was %s)", version, old.get("status"))
         return version
 
-    def data_files(self, version: str) -> dict[str, list[dict]]:
-        """The Parquet data files of each table (Spark's ``_SUCCESS``, ``.crc`` and hidden files excluded)."""
+    def data_files(self, version: str, tables: tuple[str, ...] = SIDES) -> dict[str, list[dict]]:
+        """The Parquet data files of each of ``tables`` (Spark's ``_SUCCESS``, ``.crc`` and hidden files
+        excluded)."""
         out: dict[str, list[dict]] = {}
         prefix = self.version_key(version)
-        for side in SIDES:
+        for side in tables:
             files = []
             for obj in self.bucket.list(f"{prefix}/{side}"):
                 name = obj.key.rsplit("/", 1)[-1]
@@ -215,7 +241,9 @@ class ModelStore:
             n_ratings=int(n),
             n_users=int(counts["users"]),
             n_items=int(counts["items"]),
-            tables={side: {"files": files[side], "rows": int(counts[side])} for side in SIDES},
+            tables={
+                name: {"files": files[name], "rows": int(counts[name])} for name in TABLES if name in files
+            },
         )
         self.bucket.write_json(self.version_key(version, MANIFEST), doc)
         log.info(
@@ -408,8 +436,8 @@ class ModelStore:
 
     def _check_files(self, version: str, doc: dict) -> None:
         listed = {o.key: o.size for o in self.bucket.list(self.version_key(version))}
-        for side in SIDES:
-            for f in doc.get("tables", {}).get(side, {}).get("files", []):
+        for side in doc.get("tables", {}):
+            for f in doc["tables"][side].get("files", []):
                 key = self.version_key(version, f["key"])
                 if key not in listed:
                     raise StoreError(f"version {version} is damaged: {key} is missing")
@@ -439,27 +467,31 @@ class ModelStore:
         doc = self.read_manifest(version)
         return version, doc, {side: self._files(version, doc, side) for side in SIDES}
 
+    def table_keys(self, version: str, name: str, doc: dict | None = None) -> list[str] | None:
+        """Keys of the Parquet files of an optional table (``seen``, ``recommendations``) of a complete version;
+        None when its manifest lists no such table (a version written before the table existed)."""
+        doc = doc if doc is not None else self.read_manifest(version)
+        entry = (doc.get("tables") or {}).get(name)
+        if entry is None:
+            return None
+        return [self.version_key(version, f["key"]) for f in entry["files"]]
+
+    def load_seen(self, version: str | None = None) -> SeenItems | None:
+        """The seen-items table of a version (None = current) in memory, or None when the version has none."""
+        version = self._resolve(version)
+        keys = self.table_keys(version, SEEN)
+        if keys is None:
+            return None
+        parts = [pq.read_table(pa.BufferReader(self.bucket.read_bytes(k))) for k in keys]
+        if not parts:
+            return SeenItems.empty()
+        return SeenItems.from_table(pa.concat_tables(parts, promote_options="permissive"))
+
     def load_arrays(self, version: str | None = None) -> ModelArrays:
         """A stored version as numpy arrays, read with pyarrow through the bucket (no Spark; None = current)."""
         version, doc, keys = self.version_tables(version)
         rank = int(doc["rank"])
-        sides = {side: self._read_side(keys[side], rank, side) for side in SIDES}
+        sides = {side: read_side(self.bucket, keys[side], rank, side) for side in SIDES}
         return ModelArrays.from_sides(
             float(doc["mu"]), rank, sides["users"], sides["items"], doc, int(doc.get("n_ratings", 0))
         )
-
-    def _read_side(self, keys: list[str], rank: int, side: str) -> tuple[np.ndarray, ...]:
-        columns = ["id", "bias", "n", "factors"]
-
-        def read(key: str) -> pa.Table:
-            return pq.read_table(pa.BufferReader(self.bucket.read_bytes(key)), columns=columns)
-
-        if len(keys) > 1:
-            with ThreadPoolExecutor(max_workers=min(8, len(keys))) as pool:
-                parts = list(pool.map(read, keys))
-        else:
-            parts = [read(k) for k in keys]
-        if not parts:
-            return side_from_table(ARROW_FACTOR_SCHEMA.empty_table(), rank, side)
-        table = pa.concat_tables([p.select(columns) for p in parts], promote_options="permissive")
-        return side_from_table(table, rank, side)

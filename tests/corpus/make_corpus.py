@@ -10,10 +10,14 @@ Every entry has an ``outcome``:
 ``accepted``      passes the contract; the loader reads the same values.
 ``normalised``    passes after a stated normalisation (``normalisation``): the loader reads exactly the values
                   the contract checked (BOM stripped, CRLF/CR line ends, ``+5``/``007``/``4``/``35e-1``
-                  literals, an empty timestamp = null, ...).
+                  literals, an empty timestamp = null, RFC 4180 quotes, a header in another order, blank lines,
+                  gzip/bzip2). ``stated`` (when set) is a substring of the note the partition report itself
+                  carries (``check.normalised``), e.g. ``"RFC 4180 quoting removed"``.
 ``quarantined``   fails; ``rule`` is the rule (a loader rule or a GX expectation) of the first problem and
                   ``reason`` a substring of the one-line reason; ``line`` (when set) is where the reason points.
 ``ignored``       not a partition at all (a hidden name: an upload in progress, ``_SUCCESS``); never read.
+                  ``waiting`` (when true): a temporary name of an unfinished upload (``*.part``, rsync's
+                  ``.name.XXXXXX`` ...), reported by ``list_incoming`` as waiting until renamed.
 
 ``scale`` (default ``0.5:5:0.5``) is the rating scale the partition is checked against; ``dag`` marks the
 accepted entries the Airflow test (``tests/test_corpus_dag.py``) applies (one
@@ -22,11 +26,14 @@ Spark run each, so only a few).
 
 from __future__ import annotations
 
+import bz2
+import csv
 import gzip
 import io
 import json
 import random
 import shutil
+import zlib
 from pathlib import Path
 
 import pyarrow as pa
@@ -208,6 +215,127 @@ case(
     rows=5,
     normalisation="int32 ids -> int64, float32 ratings -> float64, column ts accepted, a null ts stays null",
 )
+# --- accepted after a normalisation the report states (tools write these) -----------------------------------------
+
+
+def quote_all(rows: list[tuple], header: tuple = ("user", "item", "rating", "timestamp")) -> str:
+    """What ``csv.writer(quoting=csv.QUOTE_ALL)`` writes (Excel, pandas ``to_csv(quoting=1)``): CRLF line ends."""
+    buf = io.StringIO()
+    w = csv.writer(buf, quoting=csv.QUOTE_ALL)
+    w.writerow(header)
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def bomb(size: int, codec: str) -> bytes:
+    """A header, then ``size`` bytes of line ends: a few KB of gzip/bzip2 that expand far past the limit."""
+    z = zlib.compressobj(9, zlib.DEFLATED, 31) if codec == "gzip" else bz2.BZ2Compressor(9)
+    chunk = b"\n" * (1 << 20)
+    return z.compress(H.encode()) + b"".join(z.compress(chunk) for _ in range(size >> 20)) + z.flush()
+
+
+case(
+    "norm-quoted-all.csv",
+    quote_all(ROWS),
+    outcome="normalised",
+    rows=5,
+    normalisation="RFC 4180 quotes removed (every field quoted, as csv.QUOTE_ALL writes; CRLF line ends)",
+    stated="RFC 4180 quoting removed",
+    dag=True,
+)
+case(
+    "norm-quoted-values.csv",
+    H + "".join(f'"{u}","{i}","{r}","{t}"\n' for u, i, r, t in ROWS),
+    outcome="normalised",
+    rows=5,
+    normalisation="RFC 4180 quotes removed from the values (the header unquoted)",
+    stated="RFC 4180 quoting removed",
+)
+case(
+    "norm-quoted-empty-ts.csv",
+    '"user","item","rating","timestamp"\n"1","10","4.0",""\n"2","11","3.5","1600000060"\n',
+    outcome="normalised",
+    rows=2,
+    normalisation='a quoted empty timestamp "" is an empty timestamp: null (csv)',
+    stated="RFC 4180 quoting removed",
+)
+case(
+    "norm-reordered-columns.csv",
+    "item,user,rating,timestamp\n" + "".join(f"{i},{u},{r},{t}\n" for u, i, r, t in ROWS),
+    outcome="normalised",
+    rows=5,
+    normalisation="columns read by the header's names (item,user,rating,timestamp)",
+    stated="columns reordered from header 'item,user,rating,timestamp'",
+    dag=True,
+)
+case(
+    "norm-reordered-movielens.csv",
+    "rating,timestamp,movieId,userId\n" + "".join(f"{r},{t},{i},{u}\n" for u, i, r, t in ROWS),
+    outcome="normalised",
+    rows=5,
+    normalisation="MovieLens names in another order",
+    stated="columns reordered from header 'rating,timestamp,movieId,userId'",
+)
+case(
+    "norm-blank-lines-inside.csv",
+    H + body(ROWS[:2]) + "\n" + body(ROWS[2:4]) + " \t\n\n" + body(ROWS[4:]),
+    outcome="normalised",
+    rows=5,
+    normalisation="blank lines skipped wherever they are (pandas and Spark skip them too); line numbers kept",
+    stated="3 blank lines skipped",
+    dag=True,
+)
+case(
+    "norm-leading-blank-lines.csv",
+    "\n\n" + GOOD,
+    outcome="normalised",
+    rows=5,
+    normalisation="blank lines before the header skipped (the header is the first non-blank line)",
+    stated="2 blank lines skipped",
+)
+case(
+    "norm-gzip.csv.gz",
+    gzip.compress(GOOD.encode(), mtime=0),
+    outcome="normalised",
+    rows=5,
+    normalisation="gzip-compressed CSV, decompressed (Spark reads .gz itself)",
+    stated=f"gzip-compressed; {len(GOOD)} bytes uncompressed",
+)
+case(
+    "norm-gzip-no-suffix.csv",
+    gzip.compress(GOOD.encode(), mtime=0),
+    outcome="normalised",
+    rows=5,
+    normalisation="gzip recognised by its magic bytes, not its name (Spark: decompressed on the driver)",
+    stated="gzip-compressed",
+    dag=True,
+)
+case(
+    "norm-gzip-members.csv.gz",
+    gzip.compress(H.encode() + body(ROWS[:2]).encode(), mtime=0)
+    + gzip.compress(body(ROWS[2:]).encode(), mtime=0),
+    outcome="normalised",
+    rows=5,
+    normalisation="two gzip members one after the other (cat a.gz b.gz) are one file",
+    stated="gzip-compressed",
+)
+case(
+    "norm-bzip2.csv.bz2",
+    bz2.compress(quote_all(ROWS).encode()),
+    outcome="normalised",
+    rows=5,
+    normalisation="bzip2-compressed, quoted CSV",
+    stated="bzip2-compressed",
+)
+case(
+    "norm-bzip2-udata",
+    bz2.compress("".join(f"{u}\t{i}\t{int(float(r))}\t{t}\n" for u, i, r, t in ROWS).encode()),
+    outcome="normalised",
+    rows=5,
+    scale="1:5:1",
+    normalisation="bzip2-compressed u.data without a suffix, recognised by its magic bytes",
+    stated="bzip2-compressed",
+)
 # --- names (object keys) ---------------------------------------------------------------------------------------
 case(
     "p 2026 spaces.csv",
@@ -236,6 +364,28 @@ case(
 )
 case(".hidden-upload.csv", "garbage", outcome="ignored", why="leading dot: an upload in progress, never read")
 case("_tmp-upload.csv", "garbage", outcome="ignored", why="leading underscore: hidden, never read")
+
+case(
+    "upload.csv.part",
+    GOOD,
+    outcome="ignored",
+    waiting=True,
+    why="an unfinished upload (curl/wget/browsers write *.part): waiting, picked up once renamed",
+)
+case(
+    ".rsync-upload.csv.Xy12Ab",
+    GOOD,
+    outcome="ignored",
+    waiting=True,
+    why="rsync's temporary name .name.XXXXXX: waiting",
+)
+case(
+    "folder-uploading",
+    {"part-1.csv": H + body(ROWS[:2]), "part-2.csv._COPYING_": H + body(ROWS[2:])},
+    outcome="ignored",
+    waiting=True,
+    why="a folder with a file still being copied (hdfs dfs -put): the folder waits as a whole",
+)
 
 # --- quarantined: the file as a whole ------------------------------------------------------------------------
 Q = "quarantined"
@@ -266,14 +416,6 @@ case(
     reason="unknown column(s) 'itemId'",
 )
 case(
-    "reordered-columns.csv",
-    "item,user,rating,timestamp\n10,1,4.0,1600000000\n",
-    outcome=Q,
-    rule="known_header",
-    line=1,
-    reason="the columns are in another order",
-)
-case(
     "semicolon.csv",
     GOOD.replace(",", ";"),
     outcome=Q,
@@ -288,30 +430,6 @@ case(
     rule="known_header",
     line=1,
     reason="a tab-separated header is not supported",
-)
-case(
-    "quoted-all.csv",
-    '"user","item","rating","timestamp"\n' + "".join(f'"{u}","{i}","{r}","{t}"\n' for u, i, r, t in ROWS),
-    outcome=Q,
-    rule="known_header",
-    line=1,
-    reason="quoted fields are not supported",
-)
-case(
-    "quoted-values.csv",
-    H + "".join(f'"{u}","{i}","{r}","{t}"\n' for u, i, r, t in ROWS),
-    outcome=Q,
-    rule="expect_column_values_to_not_be_null",
-    line=2,
-    reason="user: 5 rows empty or not an integer",
-)
-case(
-    "blank-line-inside.csv",
-    H + body(ROWS[:2]) + "\n" + body(ROWS[2:]),
-    outcome=Q,
-    rule="blank_line",
-    line=4,
-    reason="a blank line before more data",
 )
 case(
     "repeated-header.csv",
@@ -339,18 +457,68 @@ case(
     why="cut inside the timestamp: still an integer, caught by the timestamp range",
 )
 case(
-    "gzip.csv.gz",
-    gzip.compress(GOOD.encode(), mtime=0),
+    "quoted-broken.csv",
+    H + body(ROWS[:2]) + '3,"12,5.0,1600000120\n' + body(ROWS[3:]),
+    outcome=Q,
+    rule="csv_quoting",
+    line=4,
+    reason="misplaced double quote",
+    why="a quote opened and never closed on its line",
+)
+case(
+    "quoted-comma-decimal.csv",
+    quote_all([(1, 10, "4,0", 1600000000)]),
+    outcome=Q,
+    rule="expect_column_values_to_not_be_null",
+    line=2,
+    reason="rating: 1 row empty or not a finite decimal number",
+    why='"4,0" (a decimal comma) is one quoted field, and not a number',
+)
+case(
+    "mixed-header-vocabulary.csv",
+    "userId,item,rating,timestamp\n1,10,4.0,1600000000\n",
+    outcome=Q,
+    rule="known_header",
+    line=1,
+    reason="is not a known header",
+    why="the two header vocabularies are not mixed",
+)
+case(
+    "gzip-truncated.csv.gz",
+    gzip.compress((GOOD * 20).encode(), mtime=0)[:-30],
     outcome=Q,
     rule="text_or_parquet",
-    reason="gzip-compressed",
+    reason="truncated gzip data",
+)
+case(
+    "gzip-parquet.parquet.gz",
+    gzip.compress(parquet(good_table()), mtime=0),
+    outcome=Q,
+    rule="text_or_parquet",
+    reason="gzip-compressed Parquet",
+)
+case(
+    "bomb.csv.gz",
+    bomb(72 << 20, "gzip"),
+    outcome=Q,
+    rule="partition_size",
+    reason="is compressed and expands past 64.0 MiB",
+    why="72 MiB of text in ~70 KB of gzip: decompressed as a stream that stops at the limit",
+)
+case(
+    "bomb-bzip2.csv",
+    bomb(1 << 30, "bzip2"),
+    outcome=Q,
+    rule="partition_size",
+    reason="is compressed and expands past 64.0 MiB",
+    why="1 GiB of text in a few hundred bytes of bzip2, without a suffix",
 )
 case(
     "zip.zip",
     b"PK\x03\x04\x14\x00\x00\x00\x08\x00" + bytes(range(40)),
     outcome=Q,
     rule="text_or_parquet",
-    reason="a ZIP archive: compressed partitions are not supported",
+    reason="a ZIP archive: compressed partitions are not supported (gzip and bzip2 are)",
 )
 case(
     "binary-garbage.bin",
