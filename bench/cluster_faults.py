@@ -234,7 +234,7 @@ def fault_postgres_restarted(w: World, reference: Any) -> dict:
 
 def run_cluster_faults(home: str | Path | None = None, keep: bool = False) -> dict:
     """Start a private cluster, bootstrap, run the clean reference and each fault; returns the report."""
-    from reliability_faults import _entry
+    from reliability_faults import report_entry
 
     home = Path(home or REPO / "var" / "faults-cluster")
     c = cl.Private(home)
@@ -263,7 +263,7 @@ def run_cluster_faults(home: str | Path | None = None, keep: bool = False) -> di
                 }
             res.setdefault("details", {})["seconds"] = round(time.time() - t1, 1)
             print(f"{res['fault']}: {res['checks']}", file=sys.stderr)
-            details.append(_entry(res))
+            details.append(report_entry(res))
     finally:
         os.environ.clear()
         os.environ.update(saved)

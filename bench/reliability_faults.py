@@ -735,7 +735,7 @@ def fault_concurrent_publish(
 # ----------------------------------------------------------------------------------------------------------------
 # all of them
 # ----------------------------------------------------------------------------------------------------------------
-def _entry(result: dict) -> dict:
+def report_entry(result: dict) -> dict:
     return {
         "fault": result["fault"],
         "survived": all(result["checks"].values()),
@@ -818,7 +818,7 @@ def run_faults(workdir: str | Path | None = None, only: list[str] | None = None)
             res["fault"] = name
             res.setdefault("details", {})["seconds"] = round(time.monotonic() - t1, 1)
             print(f"{res['fault']}: {res['checks']}", file=sys.stderr)
-            details.append(_entry(res))
+            details.append(report_entry(res))
     finally:
         spark.stop()
         moto.stop()
