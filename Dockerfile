@@ -62,15 +62,17 @@ RUN apt-get update \
  && ln -s "$(dirname "$(dirname "$(readlink -f "$(command -v javac)")")")" /usr/lib/jvm/java-17 \
  && "$JAVA_HOME/bin/java" -version
 
-# The locked environment, exactly as `make setup` builds .venv (same uv, same lock), plus the image-only
-# PostgreSQL drivers. Byte-compiled here: with PYTHONDONTWRITEBYTECODE every task and Spark Python worker would
+# The locked environment, exactly as `make setup` builds .venv (same uv, same lock; it includes the PostgreSQL
+# drivers), plus the image-only extras of docker/requirements-image.txt if any. Byte-compiled here: with
+# PYTHONDONTWRITEBYTECODE every task and Spark Python worker would
 # otherwise compile Airflow, pyspark and pandas from source again (~7 s of CPU each). requirements.lock already satisfies Airflow's constraints for this Python.
 COPY requirements.lock /tmp/requirements.lock
 COPY docker/requirements-image.txt /tmp/requirements-image.txt
 RUN python -m pip install --no-cache-dir "uv==${UV_VERSION}" \
  && uv venv --python "$(command -v python3.11)" /opt/venv \
  && uv pip sync --no-cache --compile-bytecode --python /opt/venv/bin/python /tmp/requirements.lock \
- && uv pip install --no-cache --compile-bytecode --python /opt/venv/bin/python -r /tmp/requirements-image.txt \
+ && if grep -qv '^[[:space:]]*\(#\|$\)' /tmp/requirements-image.txt; then \
+      uv pip install --no-cache --compile-bytecode --python /opt/venv/bin/python -r /tmp/requirements-image.txt; fi \
  && /opt/venv/bin/python - <<EOF
 import importlib.metadata as md
 import pyspark

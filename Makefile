@@ -87,3 +87,18 @@ audit: setup          ## pip-audit of requirements.lock (throwaway venv in var/;
 	@test -x $(AUDIT_VENV)/bin/pip-audit || { .venv/bin/uv venv -q $(AUDIT_VENV) --python 3.11 && \
 	  .venv/bin/uv pip install -q --python $(AUDIT_VENV)/bin/python pip-audit==2.10.1; }
 	$(AUDIT_VENV)/bin/pip-audit -r requirements.lock --no-deps --disable-pip --strict $(AUDIT_ARGS)
+
+# --- the cluster topology as native processes (docs/CLUSTER.md) ----------------------------------------------
+.PHONY: cluster-up cluster-down cluster-demo cluster-status
+
+cluster-up: setup     ## docker-compose.yaml's services as processes on 127.0.0.1 (var/cluster/); waits for health
+	@scripts/cluster-up
+
+cluster-down:         ## stop exactly what cluster-up started; keeps the data (ARGS=--purge deletes it)
+	@scripts/cluster-down $(ARGS)
+
+cluster-demo: setup   ## make demo's scenario on the cluster: Spark standalone, Postgres, S3 (moto); stays up
+	@scripts/cluster-demo $(ARGS)
+
+cluster-status:       ## each cluster service: healthy / unhealthy / restarting / stopped
+	@.venv/bin/python scripts/cluster_launcher.py status

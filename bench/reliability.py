@@ -19,7 +19,9 @@ update DAG does. Counts, per corpus entry (a folder partition is one entry):
 ``faults``: each fault of ``bench/reliability_faults.py`` injected once (SIGKILL of the update job, S3 outage
 during publish, failure after the pointer write, two publishes at once), ``faults_injected`` / ``faults_survived``
 and the checks of each, plus the scheduler restart of ``bench/reliability_load.py`` (SIGKILL of the scheduler's
-process tree mid-update, on a real Airflow); ``--no-faults`` skips them (~10 min).
+process tree mid-update, on a real Airflow); ``--no-faults`` skips them (~10 min). Then the cluster topology's
+faults (``bench/cluster_faults.py``: a Spark worker killed mid-update, the Spark master down when an update is
+due, PostgreSQL restarted mid-run, each compared with a clean run); ``--no-cluster-faults`` skips those.
 
 ``load``: ``bench/reliability_load.py``'s ``run_load``: ``--load-partitions`` (default 200) partitions dropped at
 once on a real Airflow standalone, ``--per-run`` of them per update run; partitions/min, ratings/s, arrival
@@ -141,6 +143,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-big", action="store_true", help="skip the generated file over the size limit")
     ap.add_argument("--workdir", help="where to build the bucket (default: a temporary folder, removed)")
     ap.add_argument("--no-faults", action="store_true", help="skip the injected faults")
+    ap.add_argument(
+        "--no-cluster-faults",
+        action="store_true",
+        help="skip the cluster topology's faults (~40 min on 2 cores)",
+    )
     ap.add_argument("--load-partitions", type=int, default=200, help="partitions for the load run (0: skip)")
     ap.add_argument("--per-run", type=int, default=25, help="max_partitions_per_run of the load run")
     args = ap.parse_args(argv)
@@ -159,6 +166,10 @@ def main(argv: list[str] | None = None) -> int:
 
         f = run_faults()
         details = list(f.get("details") or []) + [run_scheduler_restart()]
+        if not args.no_cluster_faults:
+            from reliability_faults import run_cluster_faults
+
+            details += run_cluster_faults()["details"]
         res["faults"] = {
             "faults_injected": len(details),
             "faults_survived": sum(bool(d.get("survived")) for d in details),

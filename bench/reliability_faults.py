@@ -735,7 +735,7 @@ def fault_concurrent_publish(
 # ----------------------------------------------------------------------------------------------------------------
 # all of them
 # ----------------------------------------------------------------------------------------------------------------
-def _entry(result: dict) -> dict:
+def report_entry(result: dict) -> dict:
     return {
         "fault": result["fault"],
         "survived": all(result["checks"].values()),
@@ -818,7 +818,7 @@ def run_faults(workdir: str | Path | None = None, only: list[str] | None = None)
             res["fault"] = name
             res.setdefault("details", {})["seconds"] = round(time.monotonic() - t1, 1)
             print(f"{res['fault']}: {res['checks']}", file=sys.stderr)
-            details.append(_entry(res))
+            details.append(report_entry(res))
     finally:
         spark.stop()
         moto.stop()
@@ -831,6 +831,16 @@ def run_faults(workdir: str | Path | None = None, only: list[str] | None = None)
         "faults_survived": sum(d["survived"] for d in details),
         "details": details,
     }
+
+
+def run_cluster_faults(home: str | Path | None = None) -> dict:
+    """The cluster topology's faults (``bench/cluster_faults.py``, a private ``scripts/cluster-up`` cluster): a
+    Spark worker killed mid-update, the Spark master down when an update is due, PostgreSQL restarted mid-run;
+    each must end in the model of a clean run with every partition once in the lineage. Same report format."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from cluster_faults import run_cluster_faults as run
+
+    return run(home)
 
 
 def _new_s3_bucket(endpoint: str) -> Any:
@@ -850,8 +860,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--only", action="append", choices=FAULTS, help="inject only this fault (repeatable; default: all)"
     )
+    ap.add_argument(
+        "--cluster", action="store_true", help="the cluster topology's faults instead (cluster_faults)"
+    )
     args = ap.parse_args(argv)
-    out = run_faults(args.workdir, args.only)
+    out = run_cluster_faults(args.workdir) if args.cluster else run_faults(args.workdir, args.only)
     print(json.dumps(out, sort_keys=True, default=str))
     return 0 if out["faults_survived"] == out["faults_injected"] else 1
 

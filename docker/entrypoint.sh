@@ -10,6 +10,7 @@
 #  3. Spark on Kubernetes starts its pods with the argument `driver` or `executor` and describes the process
 #     in SPARK_* variables (the contract of Spark's own image entrypoint); those two are translated here, so
 #     this image can be spark.kubernetes.container.image. Anything else is exec'd as given.
+#  (And before 3: SPARK_AUTH_SECRET into a private SPARK_CONF_DIR, see below.)
 set -euo pipefail
 
 if ! whoami >/dev/null 2>&1 && [ -w /etc/passwd ]; then
@@ -20,6 +21,35 @@ if [ "${SPARK_LOCAL_IP:-}" = "auto" ]; then
   SPARK_LOCAL_IP=$(hostname -i | awk '{print $1}')
   export SPARK_LOCAL_IP
   export SPARK_LOCAL_HOSTNAME=${SPARK_LOCAL_HOSTNAME:-$SPARK_LOCAL_IP}
+fi
+
+# Spark's shared secret (spark.authenticate, docs/CLUSTER.md): SPARK_AUTH_SECRET (from .env) is written into a
+# private copy of SPARK_CONF_DIR (folder 700, file 600; STREAMREC_SPARK_CONF_RUNTIME or a fresh temp folder) that
+# this process and everything it starts use, and removed from the environment: the Spark master, the workers
+# (which hand it to their executors) and every driver spark-submit starts read it from that file. Never on a
+# command line, never in the environment of a task.
+if [ -n "${SPARK_AUTH_SECRET:-}" ]; then
+  case "$SPARK_AUTH_SECRET" in
+    change-me*) echo "entrypoint: SPARK_AUTH_SECRET is the placeholder of .env.example; run 'make compose-env'" >&2; exit 1;;
+  esac
+  src=${SPARK_CONF_DIR:-${SPARK_HOME:-}/conf}
+  runtime=${STREAMREC_SPARK_CONF_RUNTIME:-}
+  [ -n "$runtime" ] || runtime=$(mktemp -d "${TMPDIR:-/tmp}/streamrec-spark-conf.XXXXXX")
+  (
+    umask 077
+    mkdir -p "$runtime"
+    chmod 700 "$runtime"
+    for f in "$src"/*; do
+      [ -f "$f" ] && [ "$(basename "$f")" != spark-defaults.conf ] && cat "$f" > "$runtime/$(basename "$f")"
+    done
+    { [ -f "$src/spark-defaults.conf" ] && cat "$src/spark-defaults.conf"
+      printf '\n# added by the entrypoint from SPARK_AUTH_SECRET\nspark.authenticate true\nspark.authenticate.secret %s\n' \
+        "$SPARK_AUTH_SECRET"
+    } > "$runtime/spark-defaults.conf.tmp"
+    mv "$runtime/spark-defaults.conf.tmp" "$runtime/spark-defaults.conf"
+  )
+  export SPARK_CONF_DIR=$runtime
+  unset SPARK_AUTH_SECRET
 fi
 
 spark_classpath() {

@@ -39,6 +39,9 @@ if [ ! -f "$bytecode" ] || [ "$(cat "$bytecode")" != "$want" ]; then
   echo "$want" > "$bytecode"
 fi
 .venv/bin/python -m compileall -q streamrec jobs dags plugins >/dev/null 2>&1 || true
+# PostgreSQL and docker-compose for the native cluster (make cluster-up, docs/CLUSTER.md): installed when root, else
+# a message says what to install (like scripts/install-chromium).
+bash scripts/cluster-install-deps
 # Spark ML's native BLAS: Debian's OpenBLAS as libblas.so.3 / liblapack.so.3 (ALS's normal equations in LAPACK
 # instead of netlib's Java fallback; docs/STREAMING.md). Root only: otherwise it says so and Spark stays on Java.
 bash scripts/install-openblas

@@ -453,6 +453,7 @@ def test_minio_init_creates_the_bucket_of_streamrec_bucket(services, tmp_path):
     bin_dir = _fake_bin(tmp_path, "mc")
     env = {
         "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "TMPDIR": str(tmp_path),
         "MINIO_ROOT_USER": "root",
         "MINIO_ROOT_PASSWORD": "rootpw123",
         "AWS_ACCESS_KEY_ID": "app",
@@ -464,7 +465,13 @@ def test_minio_init_creates_the_bucket_of_streamrec_bucket(services, tmp_path):
     calls = (tmp_path / "mc.calls").read_text(encoding="utf-8").splitlines()
     assert "mb --ignore-existing local/ratings-bucket" in calls
     assert "admin user add local app apppw1234" in calls
-    assert "admin policy attach local readwrite --user app" in calls
+    # the application user gets a policy naming only its bucket (not MinIO's built-in "readwrite": every bucket)
+    assert f"admin policy create local streamrec-app {tmp_path}/streamrec-app-policy.json" in calls
+    assert "admin policy attach local streamrec-app --user app" in calls
+    policy = json.loads((tmp_path / "streamrec-app-policy.json").read_text(encoding="utf-8"))
+    resources = {r for st in policy["Statement"] for r in st["Resource"]}
+    assert resources == {"arn:aws:s3:::ratings-bucket", "arn:aws:s3:::ratings-bucket/*"}
+    assert all(a.startswith("s3:") and "*" not in a for st in policy["Statement"] for a in st["Action"])
     env["MINIO_ROOT_PASSWORD"] = "change-me-minio-root-password"
     refused = subprocess.run(
         ["sh", "-c", _script(init)], env=env, capture_output=True, text=True, check=False
@@ -555,3 +562,175 @@ def test_compose_env_script_fills_every_placeholder():
     Fernet(values["AIRFLOW_FERNET_KEY"].encode())  # raises on a malformed key
     assert re.fullmatch(r"[0-9a-f]{48}", values["POSTGRES_PASSWORD"]), "it goes into a URL: hex only"
     assert len(values["AIRFLOW_JWT_SECRET"]) >= 64
+
+
+# ------------------------------------------------------------------ the Spark cluster's shared secret (spark.authenticate)
+def test_every_spark_process_gets_the_shared_secret_from_env(services):
+    """Master, workers (and so their executors) and every Airflow service that may start a driver get
+    SPARK_AUTH_SECRET from .env (required); the entrypoint turns it into spark.authenticate (test_cluster_launcher)."""
+    for name in SPARK_SERVICES | AIRFLOW_SERVICES:
+        value = env_of(services[name]).get("SPARK_AUTH_SECRET")
+        assert value and re.fullmatch(r"\$\{SPARK_AUTH_SECRET:\?[^}]*\}", value), name
+    conf = (REPO / "docker" / "spark-conf" / "spark-defaults.conf").read_text(encoding="utf-8")
+    assert re.search(r"^spark\.master\.rest\.enabled\s+false$", conf, re.M), (
+        "the REST submission server is off"
+    )
+    assert "spark.authenticate.secret" not in conf, "the secret is added at run time, never tracked"
+
+
+# ------------------------------------------------------------------ the native launcher (scripts/cluster-up)
+# One definition, two launchers: scripts/cluster_services.py derives every native process from this compose file.
+# These tests hold it to that with their own, plain table of what may differ (a container's host names, ports and
+# paths; what the image provides), so a change to a service's command, environment or health check here that the
+# native launcher would not follow fails.
+NATIVE_ONLY_ENV = {
+    "PATH", "PYTHONPATH", "HOME", "LANG", "JAVA_HOME",
+    "STREAMREC_S3A_SHARED_JARS", "STREAMREC_SPARK_CONF_RUNTIME",
+    "SPARK_LOCAL_IP",  # the master's and workers' web UIs bind to it (else every interface); a container's own
+}  # fmt: skip
+NATIVE_ONLY_AIRFLOW_ENV = {
+    "AIRFLOW__API__HOST",
+    "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST",
+    "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT",
+}
+NATIVE_OVERRIDES = {"SPARK_LOCAL_IP": ("auto", "127.0.0.1"), "STREAMREC_S3A_JARS": ("provided", None)}
+"""compose value -> native value (None: the fetched jars) of the variables whose meaning is the same but whose
+value cannot be: a container's own address, the image's built-in jars."""
+
+
+@pytest.fixture(scope="module")
+def native(tmp_path_factory):
+    sys.path.insert(0, str(REPO / "scripts"))
+    import cluster_services as cs
+
+    home = tmp_path_factory.mktemp("cluster-home")
+    env = {**cs.NATIVE_DEFAULTS, **cs.parse_env_file(cs.render_env_file())}
+    topo = cs.Topology(home, env)
+    return cs, topo, {s.name: s for s in topo.services()}
+
+
+def _subs(topo, base: str, instance: str, index: int) -> list[tuple[str, str]]:
+    """The test's own table of container -> native strings for one service instance (plain replacements)."""
+    e, home = topo.env, str(topo.home)
+    own = {
+        "spark-master": {"8080": e["SPARK_MASTER_UI_PORT"], "7077": e["CLUSTER_SPARK_MASTER_PORT"]},
+        "spark-worker": {"8081": str(int(e["CLUSTER_SPARK_WORKER_UI_PORT"]) + index - 1)},
+        "airflow-apiserver": {"8080": e["AIRFLOW_PORT"]},
+        "airflow-scheduler": {"8974": e["CLUSTER_SCHEDULER_HEALTH_PORT"]},
+    }.get(base, {})
+    out = [(f"localhost:{p}", f"127.0.0.1:{n}") for p, n in own.items()]
+    out += [
+        ("spark://spark-master:7077", f"spark://127.0.0.1:{e['CLUSTER_SPARK_MASTER_PORT']}"),
+        ("http://airflow-apiserver:8080", f"http://127.0.0.1:{e['AIRFLOW_PORT']}"),
+        ("@postgres:5432", f"@127.0.0.1:{e['CLUSTER_POSTGRES_PORT']}"),
+        ("http://minio:9000", f"http://127.0.0.1:{e['MINIO_API_PORT']}"),
+        ("/opt/venv/lib/python3.11/site-packages/pyspark", topo.pyspark),
+        ("/opt/venv/", f"{REPO}/.venv/"),
+        ("/opt/streamrec", str(REPO)),
+        ("/opt/airflow", f"{home}/airflow"),
+        ("/var/lib/streamrec/checkpoints", f"{home}/volumes/spark-checkpoints"),
+        ("/var/lib/streamrec/spark-work", f"{home}/{instance}/work"),
+    ]
+    return out + [(f"__flag__{p}", n) for p, n in own.items()]
+
+
+def _expect(value: str, subs) -> str:
+    for old, new in subs:
+        if not old.startswith("__flag__"):
+            value = value.replace(old, new)
+    return value
+
+
+def test_native_launcher_runs_every_compose_service(services, native):
+    _, topo, by_name = native
+    assert {s.base for s in by_name.values()} == set(services)
+    assert [n for n in by_name if n.startswith("spark-worker-")] == [f"spark-worker-{i}" for i in (1, 2)]
+
+
+def test_native_commands_are_the_compose_commands(services, native):
+    cs, topo, by_name = native
+    checked = 0
+    for svc in by_name.values():
+        if svc.base in ("postgres", "minio", "minio-init"):  # no native image: see cluster_services.py
+            continue
+        compose_svc = services[svc.base]
+        cmd = [str(a) for a in compose_svc["command"]]
+        entry = [str(a) for a in compose_svc.get("entrypoint") or []]
+        want = [cs.interpolate(a, topo.env) for a in entry[3:] + cmd]
+        subs = _subs(
+            topo, svc.base, svc.name, int(svc.name.rsplit("-", 1)[1]) if svc.base == "spark-worker" else 1
+        )
+        flags = {old.removeprefix("__flag__"): new for old, new in subs if old.startswith("__flag__")}
+        want = [_expect(a, subs) for a in want]
+        for i, a in enumerate(want[:-1]):
+            if a == "--host" and want[i + 1] in services:
+                want[i + 1] = "127.0.0.1"
+            if a in ("--port", "--webui-port"):
+                want[i + 1] = flags[want[i + 1]]
+        extra = ["--host", "127.0.0.1"] if svc.base == "spark-worker" else []
+        assert svc.argv == [str(cs.ENTRYPOINT), *want, *extra], svc.name
+        checked += 1
+    assert checked == 2 + 1 + len(AIRFLOW_SERVICES) + 1  # two workers, the master, Airflow, airflow-init
+    init = by_name["airflow-init"]
+    assert init.one_shot and init.argv[:3] == [str(cs.ENTRYPOINT), "bash", "-c"]
+    assert init.argv[3] == _script(services["airflow-init"]), "the same script, with compose's $$ undone"
+
+
+def test_native_environment_is_the_compose_environment(services, dockerfile_args, native):
+    cs, topo, by_name = native
+    image_env = cs.dockerfile_env()
+    for svc in by_name.values():
+        if svc.base in ("postgres", "minio", "minio-init"):
+            continue
+        compose_env = {k: cs.interpolate(v, topo.env) for k, v in env_of(services[svc.base]).items()}
+        index = int(svc.name.rsplit("-", 1)[1]) if svc.base == "spark-worker" else 1
+        subs = _subs(topo, svc.base, svc.name, index)
+        want = {k: v for k, v in image_env.items() if k not in cs.IMAGE_ONLY_ENV}
+        want.update(compose_env)
+        extra = NATIVE_ONLY_ENV | (NATIVE_ONLY_AIRFLOW_ENV if svc.base.startswith("airflow") else set())
+        assert set(svc.env) - set(want) <= extra, f"{svc.name}: unexplained native variables"
+        assert set(want) <= set(svc.env), f"{svc.name} lacks {sorted(set(want) - set(svc.env))}"
+        for key, value in want.items():
+            if key in NATIVE_OVERRIDES:
+                compose_value, native_value = NATIVE_OVERRIDES[key]
+                assert value == compose_value, f"{svc.name}: {key} is {value!r} in compose"
+                assert svc.env[key] == (native_value or topo.s3a_jars), (svc.name, key)
+            elif key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+                continue  # natively: the application user moto made (minio-init), see cluster_launcher.init_s3
+            else:
+                assert svc.env[key] == _expect(value, subs), f"{svc.name}: {key}"
+    conn = json.loads(by_name["airflow-scheduler"].env["AIRFLOW_CONN_SPARK_DEFAULT"])
+    assert conn["host"] == f"spark://127.0.0.1:{topo.env['CLUSTER_SPARK_MASTER_PORT']}"
+
+
+def test_native_health_checks_are_the_compose_ones(services, native):
+    cs, topo, by_name = native
+    for svc in by_name.values():
+        if svc.base in ("minio", "minio-init", "airflow-init"):
+            continue
+        test = [str(t) for t in services[svc.base]["healthcheck"]["test"]]
+        index = int(svc.name.rsplit("-", 1)[1]) if svc.base == "spark-worker" else 1
+        subs = _subs(topo, svc.base, svc.name, index)
+        want = ["bash", "-c", *test[1:]] if test[0] == "CMD-SHELL" else test[1:]
+        want = [_expect(cs.interpolate(a, topo.env), subs) for a in want]
+        if svc.base == "postgres":  # a container's pg_isready uses the local socket; here: loopback and port
+            want += ["-h", "127.0.0.1", "-p", topo.env["CLUSTER_POSTGRES_PORT"]]
+        assert svc.health == want, svc.name
+
+
+def test_native_shares_what_compose_shares(services, native):
+    """A named volume mounted by several services is one folder natively; a worker's work folder is its own."""
+    _, topo, by_name = native
+    ckpt = {
+        by_name[n].env["STREAMREC_CHECKPOINT_DIR"]
+        for n in ("airflow-scheduler", "spark-worker-1", "spark-worker-2")
+    }
+    assert ckpt == {str(topo.home / "volumes" / "spark-checkpoints")}
+    homes = {by_name[n].env["AIRFLOW_HOME"] for n in AIRFLOW_SERVICES | {"airflow-init"}}
+    assert homes == {str(topo.home / "airflow")}
+    pw = by_name["airflow-apiserver"].env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]
+    assert pw == str(topo.home / "airflow" / "auth" / "passwords.json")
+    work = {
+        a[a.index("--work-dir") + 1] for a in (by_name["spark-worker-1"].argv, by_name["spark-worker-2"].argv)
+    }
+    assert len(work) == 2

@@ -1,5 +1,7 @@
 """Security properties that can be checked here: keys never leave the bucket, every shipped configuration makes
-the Airflow UI ask for a login. (Secrets never in task logs or reports: ``tests/test_corpus.py``'s DAG test.)
+the Airflow UI ask for a login. (Secrets never in task logs or reports: ``tests/test_corpus.py``'s DAG test; on the
+cluster topology, never in the Spark master's, workers' and executors' logs either: ``tests/test_cluster.py``,
+with the scan checked below.)
 """
 
 from __future__ import annotations
@@ -245,3 +247,51 @@ def test_an_s3_key_with_dotdot_is_refused_listed_and_left_alone(s3_bucket_uri) -
     boto3.client("s3").put_object(Bucket=name, Key=bad, Body=GOOD)
     _refused_keys_are_reported(bucket, bad)
     assert boto3.client("s3").get_object(Bucket=name, Key=bad)["Body"].read() == GOOD
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the cluster topology's logs (scripts/cluster-up): the scan tests/test_cluster.py runs on a real cluster
+# ----------------------------------------------------------------------------------------------------------------
+@pytest.mark.unit
+def test_cluster_secret_scan_reads_spark_master_worker_and_executor_logs(tmp_path) -> None:
+    """Every secret of the cluster (its env file: passwords, keys, the Spark secret; moto's keys) is looked for in
+    every log: the services' (Spark master and workers included), Airflow's task logs, and each executor's stdout
+    and stderr in the workers' work folders. A planted secret is found wherever it is; a clean home has none."""
+    import json as _json
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    import cluster_data as cd
+    import cluster_services as cs
+
+    home = tmp_path
+    (home / "cluster.env").write_text(cs.render_env_file())
+    (home / "state").mkdir()
+    (home / "state" / "s3.json").write_text(
+        _json.dumps({"app": {"id": "AKIAX", "secret": "moto-app-secret-123"}})
+    )
+    logs = {
+        "master": home / "logs" / "spark-master.log",
+        "worker": home / "logs" / "spark-worker-1.log",
+        "executor": home / "spark-worker-2" / "work" / "app-20260101000000-0000" / "1" / "stderr",
+        "task": home
+        / "airflow"
+        / "logs"
+        / "dag_id=streamrec_update"
+        / "run_id=r"
+        / "task_id=update"
+        / "attempt=1.log",
+    }
+    for path in logs.values():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("INFO all quiet\n")
+    assert cd.leaks(home) == []
+    env = cs.parse_env_file((home / "cluster.env").read_text())
+    planted = {
+        "master": ("SPARK_AUTH_SECRET", env["SPARK_AUTH_SECRET"]),
+        "worker": ("POSTGRES_PASSWORD", env["POSTGRES_PASSWORD"]),
+        "executor": ("s3 app secret", "moto-app-secret-123"),
+        "task": ("AIRFLOW_ADMIN_PASSWORD", env["AIRFLOW_ADMIN_PASSWORD"]),
+    }
+    for where, (_, value) in planted.items():
+        logs[where].write_text(f"INFO oops {value}\n")
+    assert sorted(cd.leaks(home)) == sorted((name, str(logs[w])) for w, (name, _) in planted.items())

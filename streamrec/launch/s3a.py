@@ -30,6 +30,14 @@ Which jars (``STREAMREC_S3A_JARS``)
   image): no ``spark.jars``, no 3.3.1 overrides;
 * a comma-separated list of jar paths: those (the 3.3.1 overrides apply if one is named ``hadoop-aws-3.3.*``).
 
+How they reach the executors (``STREAMREC_S3A_SHARED_JARS``)
+------------------------------------------------------------
+By default as ``spark.jars``: the driver serves them and every executor copies them into its work folder (190 MB
+per executor per application, on a cluster). With ``STREAMREC_S3A_SHARED_JARS=1`` the jars are at the same path
+on every Spark node (one machine, as ``make cluster-up`` runs it, or a shared file system): they go on the
+driver's and the executors' class paths (``spark.driver.extraClassPath``, ``spark.executor.extraClassPath``)
+and nothing is copied.
+
 Configuration from the environment only, secrets never in the conf
 -----------------------------------------------------------------
 The same variables as ``streamrec.storage.bucket``: endpoint ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL`` (then
@@ -272,7 +280,8 @@ def hadoop_conf(env: Mapping[str, str] | None = None, jars: list[str] | None = N
 
 
 def spark_conf(env: Mapping[str, str] | None = None, *, require: bool = True) -> dict[str, str]:
-    """The Spark conf for ``s3a://``: ``spark.jars`` (unless provided) and ``spark.hadoop.fs.s3a.*``.
+    """The Spark conf for ``s3a://``: ``spark.jars`` (unless provided; class paths with
+    ``STREAMREC_S3A_SHARED_JARS=1``) and ``spark.hadoop.fs.s3a.*``.
 
     Non-secret only: safe on a spark-submit line. Raises :class:`S3AUnavailable` when the jars are missing
     (``require=False``: returns ``{}`` instead).
@@ -287,7 +296,9 @@ def spark_conf(env: Mapping[str, str] | None = None, *, require: bool = True) ->
             "jars (or to 'provided' if they are on Spark's classpath). See docs/S3.md."
         )
     conf = {f"spark.hadoop.{k}": v for k, v in hadoop_conf(env, jars).items()}
-    if jars:
+    if jars and (env if env is not None else os.environ).get("STREAMREC_S3A_SHARED_JARS") == "1":
+        conf["spark.driver.extraClassPath"] = conf["spark.executor.extraClassPath"] = os.pathsep.join(jars)
+    elif jars:
         conf["spark.jars"] = ",".join(jars)
     return conf
 
