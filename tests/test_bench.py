@@ -74,6 +74,10 @@ EXCLUDED = {
     "blas": "a native-vs-Java BLAS comparison of two full bootstrap fits (minutes); tests/test_blas.py checks the BLAS",
     "connect": "starts a Spark Connect server (docs/STREAMING.md); measurement only, not on a product path",
     "tuning_update": "replays partitions through the update search (minutes); the guard is tested in tests/test_tuning.py",
+    "cluster": "starts its own cluster topology and bootstraps 2M ratings (tens of minutes); the topology and the "
+    "demo's scenario through it are tests/test_cluster.py",
+    "cluster_faults": "starts its own cluster topology and replays four runs of the update DAG (tens of minutes); "
+    "the topology is tests/test_cluster.py, the faults' checks are reliability_faults.compare's",
 }
 GROUP_OF = {name: group for group, specs in SMOKES.items() for name, _ in specs}
 
