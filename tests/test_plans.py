@@ -144,8 +144,8 @@ def test_tuning_jobs_one_spec_per_trial(jobs):
     )
     assert out["run"] == "run1" and out["prepare_args"] == ["prepare", "--bucket", "s3://b", "--run", "run1"]
     assert [s["trial_label"] for s in out["bootstrap_trials"]] == [
-        "0: rank=50 reg=0.1 iterations=10 reg_user=5.0 reg_item=5.0",  # the bias λs are searched too
-        "1: rank=20 reg=0.3 iterations=12 reg_user=5.0 reg_item=5.0",
+        "0: rank=50 reg=0.1 iterations=10 reg_user=5.0 reg_item=5.0 time_bin_days=0 user_drift=0 user_day=0",
+        "1: rank=20 reg=0.3 iterations=12 reg_user=5.0 reg_item=5.0 time_bin_days=0 user_drift=0 user_day=0",
     ]
     assert out["update_trials"][0]["trial_label"] == "0: lr=0.5 reg=5.0 passes=3 decay=0.9"
     assert all(s["deadline"] == 123.5 for s in out["bootstrap_trials"] + out["update_trials"])

@@ -89,7 +89,9 @@ def test_tune_then_bootstrap_uses_the_tuned_set(tmp_path):
     for tid in ("prepare", "finish"):
         assert tune["tasks"][tid].endswith("success"), tune
     tuned = res["tuned"]
-    assert set(tuned["bootstrap"]) == {"rank", "reg", "iterations", "reg_user", "reg_item"}
+    assert set(tuned["bootstrap"]) == {
+        "rank", "reg", "iterations", "reg_user", "reg_item", "time_bin_days", "user_drift", "user_day",
+    }  # fmt: skip
     assert set(tuned["update"]) == {"lr", "reg", "passes", "decay"}
     assert tuned["tuning"]["bootstrap"]["trials"] == 2 and tuned["tuning"]["update"]["trials"] == 2
     run = tuned["tuning"]["bootstrap"]["run"]

@@ -133,6 +133,11 @@ SPACES: dict[str, tuple[Dim, ...]] = {
         # the bias shrinkages b = Σ(r − mu) / (λ + n), around the default 5 (MovieLens' best biases-only: 10..15)
         Dim("reg_user", 0.5, 50.0, log=True),
         Dim("reg_item", 0.5, 50.0, log=True),
+        # the time terms (docs/TEMPORAL.md): off or on, each on its own; their λs stay at the values chosen on
+        # ml-latest-small's inner split (the measured gain is in the switches, not in those λs)
+        Dim("time_bin_days", choices=(0, 500, 1500)),
+        Dim("user_drift", choices=(0, 1)),
+        Dim("user_day", choices=(0, 1)),
     ),
     # lr <= 1 keeps the NLMS step safe (streamrec.core.sgd); reg is the bias λ, per rating, log-uniform around 5.
     "update": (
