@@ -116,7 +116,8 @@ def worker_roots(c: cl.Private) -> list[int]:
 def history_2m(c: cl.Private, n: int, work: Path) -> str:
     """A generated history of ``n`` ratings uploaded (boto3) to ``bench/history-<n>/``; returns its s3a URI."""
     from streamrec import pipeline
-    from streamrec.core.synth import SynthConfig, write_dataset
+    from streamrec.core.synth import SynthConfig
+    from streamrec.core.synth_files import write_dataset
 
     bucket, _ = pipeline.open_bucket()
     prefix = f"bench/history-{n}"
