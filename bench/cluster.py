@@ -144,7 +144,7 @@ def bootstrap_job(c: cl.Private, ratings: str, workers: int, rank: int, iteratio
     target = f"{env['STREAMREC_BUCKET'].rstrip('/')}/bench-2m-{workers}w"
     cmd = [
         str(cl.cs.ENTRYPOINT), "spark-submit", "--master", master, "--deploy-mode", "client",
-        "--name", f"streamrec-bench-2m-{workers}w", "--driver-memory", env.get("STREAMREC_DRIVER_MEMORY", "2g"),
+        "--driver-memory", env.get("STREAMREC_DRIVER_MEMORY", "2g"),
         "--conf", f"spark.pyspark.python={py}", "--conf", f"spark.pyspark.driver.python={py}",
         "--conf", "spark.ui.enabled=false", "--conf", f"spark.driver.extraJavaOptions={jvm.driver_java_options()}",
         *s3a.submit_args(env),
@@ -158,15 +158,20 @@ def bootstrap_job(c: cl.Private, ratings: str, workers: int, rank: int, iteratio
     with RssSampler([proc.pid, *worker_roots(c)]) as rss:
         out, _ = proc.communicate()
     wall = round(time.time() - t0, 1)
+    log = REPO / "var" / "bench-cluster-logs" / f"bootstrap-{workers}w.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(out)
     if workers == 1:
         c.launcher("start", "spark-worker-2")
     if proc.returncode != 0:
         return {"workers": workers, "error": out[-3000:]}
+    # the job names its own application (``streamrec.spark.session``: its appName wins over --name): ours is the
+    # one application that started after the submission
     state = cl.spark_state(c.topology())
-    app = max(
-        (a for a in state["completedapps"] if a["name"] == f"streamrec-bench-2m-{workers}w"),
-        key=lambda a: a["starttime"],
-    )
+    started = [a for a in state["completedapps"] if a["starttime"] >= t0 * 1000 - 1000]
+    if len(started) != 1:
+        return {"workers": workers, "error": f"expected one application, found {started}", "log": str(log)}
+    app = started[0]
     _, store = pipeline.open_bucket(target)
     manifest = store.list_versions()[-1]
     return {

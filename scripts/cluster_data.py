@@ -192,7 +192,7 @@ def restore_bucket(home: Path, topo: cs.Topology) -> None:
 
 
 def spark_state(topo: cs.Topology) -> dict:
-    """The Spark master's JSON status, each application with the workers its executors ran on (from each
+    """The Spark master's JSON status, each application with the workers its executors ran on (from each alive
     worker's JSON status: ``executors`` and ``finishedexecutors`` name their application)."""
     import urllib.request
 
@@ -203,6 +203,8 @@ def spark_state(topo: cs.Topology) -> dict:
     master = get(f"http://127.0.0.1:{topo.port('spark-master', 8080)}/json/")
     on: dict[str, set[str]] = {}
     for w in master["workers"]:
+        if w.get("state") != "ALIVE":  # a worker restarted under a new id keeps its old, DEAD entry (same UI port)
+            continue
         try:
             ws = get(w["webuiaddress"].rstrip("/") + "/json/")
         except OSError:
