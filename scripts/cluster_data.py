@@ -203,7 +203,8 @@ def spark_state(topo: cs.Topology) -> dict:
     master = get(f"http://127.0.0.1:{topo.port('spark-master', 8080)}/json/")
     on: dict[str, set[str]] = {}
     for w in master["workers"]:
-        if w.get("state") != "ALIVE":  # a worker restarted under a new id keeps its old, DEAD entry (same UI port)
+        # a worker restarted under a new id keeps its old, DEAD entry (same UI port): alive ones only
+        if w.get("state") != "ALIVE":
             continue
         try:
             ws = get(w["webuiaddress"].rstrip("/") + "/json/")
