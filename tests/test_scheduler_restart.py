@@ -1,5 +1,5 @@
-"""The "scheduler restart" fault, for real: Airflow 3's api-server, dag-processor and scheduler as separate
-processes (SQLite, LocalExecutor), a small model bootstrapped with ``jobs/bootstrap.py``, four partitions
+"""The "scheduler restart" fault, for real: Airflow 3's api-server, dag-processor, scheduler and triggerer (the
+incoming/ watcher) as separate processes (SQLite, LocalExecutor), a small model bootstrapped with ``jobs/bootstrap.py``, four partitions
 dropped, two applied per update run (``STREAMREC_MAX_PARTITIONS_PER_RUN=2``).
 
 While the first run's ``update`` task is running its Spark job (as soon as the job starts writing its candidate
