@@ -225,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         f"UI:           {os.environ['AIRFLOW_URL']}  login {user} / password in {os.environ['AIRFLOW_PASSWORD_FILE']}"
     )
     print(f"timings (s):  {timings}")
-    print("stop:         scripts/airflow-down")
+    on_cluster = os.environ.get("SPARK_MASTER_URL", "").startswith("spark://")  # the cluster's client env
+    print(f"stop:         {'make cluster-down' if on_cluster else 'scripts/airflow-down'}")
     print(json.dumps({"summary": s, "timings": timings}, default=str))
     return 0
 
