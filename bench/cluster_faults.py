@@ -77,7 +77,7 @@ class World:
         run would): only *running* runs are waited for."""
         self.api.patch("/api/v2/dags/streamrec_update", {"is_paused": True})
         deadline = time.time() + 900
-        while self._running() and time.time() < deadline:
+        while self.api.active_runs("streamrec_update", states=("running",)) and time.time() < deadline:
             time.sleep(5)
         for o in list(self.bucket.list("")):
             if o.key not in self.snapshot:
@@ -86,10 +86,6 @@ class World:
             if self.bucket.read_bytes(key) != body:
                 self.bucket.write_bytes(key, body)
         assert self.store.current() == self.v0
-
-    def _running(self) -> int:
-        out = self.api.get("/api/v2/dags/streamrec_update/dagRuns?state=running&limit=10")
-        return int(out.get("total_entries", 0))
 
     def drop(self) -> float:
         from streamrec import pipeline
@@ -125,7 +121,7 @@ class World:
         details = {
             "current": s["current"],
             "partitions": manifest.get("partitions"),
-            "rmse": ((manifest.get("metrics") or {}).get("validation") or {}).get("rmse"),
+            "rmse": next(v["rmse"] for v in s["versions"] if v["version"] == s["current"]),
         }
         if reference is not None:
             cmp = compare(arrays, reference)

@@ -91,8 +91,9 @@ class Api:
             time.sleep(5)
         raise TimeoutError(f"{dag_id} run {run_id} not finished after {timeout:.0f}s")
 
-    def active_runs(self, dag_id: str) -> int:
-        out = self.get(f"/api/v2/dags/{dag_id}/dagRuns?state=running&state=queued&limit=10")
+    def active_runs(self, dag_id: str, states: tuple[str, ...] = ("running", "queued")) -> int:
+        query = "&".join(f"state={st}" for st in states)
+        out = self.get(f"/api/v2/dags/{dag_id}/dagRuns?{query}&limit=10")
         return int(out.get("total_entries", 0))
 
 
@@ -225,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         f"UI:           {os.environ['AIRFLOW_URL']}  login {user} / password in {os.environ['AIRFLOW_PASSWORD_FILE']}"
     )
     print(f"timings (s):  {timings}")
-    on_cluster = os.environ.get("SPARK_MASTER_URL", "").startswith("spark://")  # the cluster's client env
+    on_cluster = "STREAMREC_CLUSTER_HOME" in os.environ  # set in the cluster's client environment only
     print(f"stop:         {'make cluster-down' if on_cluster else 'scripts/airflow-down'}")
     print(json.dumps({"summary": s, "timings": timings}, default=str))
     return 0
