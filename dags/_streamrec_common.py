@@ -112,8 +112,19 @@ SPARK_CONF = {
 SPARK_ENV = {"SPARK_LOCAL_IP": os.environ.get("SPARK_LOCAL_IP", "127.0.0.1"), "PYSPARK_PYTHON": PYTHON}
 
 
-def spark_job(task_id: str, job: str, application_args, **kwargs) -> SparkSubmitOperator:
-    """A ``jobs/<job>.py`` run through ``spark-submit`` on the ``spark_default`` connection."""
+CONNECT_JOBS = ("update",)
+"""Jobs that attach to the warm Spark Connect server when ``$STREAMREC_SPARK_REMOTE`` is set where the DAGs are
+parsed (the stacks of ``make airflow-up`` and ``make cluster-up`` set it): the update's hot path. The batch jobs
+(bootstrap, retrain, tuning, evaluation of a bootstrap) keep ``spark-submit``: minutes of ALS, where a JVM start
+is noise and a job of its own keeps its memory apart from the stream's (docs/STREAMING.md)."""
+
+
+def spark_job(task_id: str, job: str, application_args, **kwargs):
+    """A ``jobs/<job>.py`` run through ``spark-submit`` on the ``spark_default`` connection or, for the
+    :data:`CONNECT_JOBS` when a Connect server is configured, the same job and argv as a Connect client
+    (:func:`connect_job`)."""
+    if job in CONNECT_JOBS and os.environ.get("STREAMREC_SPARK_REMOTE"):
+        return connect_job(task_id, job, application_args)
     return SparkSubmitOperator(
         task_id=task_id,
         application=str(JOBS / f"{job}.py"),
@@ -125,6 +136,28 @@ def spark_job(task_id: str, job: str, application_args, **kwargs) -> SparkSubmit
         driver_memory=os.environ.get("STREAMREC_DRIVER_MEMORY", "2g"),
         **kwargs,
     )
+
+
+def connect_job(task_id: str, job: str, application_args):
+    """``jobs/<job>.py application_args`` run by plain Python, attached to the Spark Connect server at
+    ``$STREAMREC_SPARK_REMOTE`` (``streamrec.pipeline.connect.run_job``: fails cleanly when the server is down,
+    each try in its own session, earlier tries' queries interrupted first). No JVM in the Airflow worker."""
+    from airflow.sdk import task
+
+    @task(task_id=task_id)
+    def run_connect_job(argv: list[str], ti=None) -> None:
+        from streamrec.pipeline import connect
+
+        connect.run_job(
+            JOBS / f"{job}.py",
+            argv,
+            tag=f"{ti.dag_id}/{ti.run_id}/{ti.task_id}",
+            attempt=ti.try_number,
+            python=PYTHON,
+            wait_seconds=float(os.environ.get("STREAMREC_CONNECT_WAIT_SECONDS", 30)),
+        )
+
+    return run_connect_job(application_args)
 
 
 def gate_params(tolerance: bool = True) -> dict[str, Param]:

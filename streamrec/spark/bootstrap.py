@@ -49,6 +49,7 @@ from streamrec.core.schema import ITEM, RATING, TS, USER
 from streamrec.core.temporal import TimeConfig
 from streamrec.spark import temporal
 from streamrec.spark.model import FactorModel
+from streamrec.spark.session import default_parallelism
 
 
 def fit_biases(
@@ -151,7 +152,7 @@ def fit(ratings: DataFrame, params: BootstrapParams | None = None) -> FactorMode
     else:
         resid = _indexed(tb.residuals, USER, uidx, stats["u"] <= _INT_MAX, "uix")
         resid = _indexed(resid, ITEM, iidx, stats["i"] <= _INT_MAX, "iix").select("uix", "iix", "e")
-    blocks = max(2, spark.sparkContext.defaultParallelism)
+    blocks = max(2, default_parallelism(spark))
     als = ALS(
         rank=p.rank,
         maxIter=p.iterations,

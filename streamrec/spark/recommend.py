@@ -46,8 +46,16 @@ from streamrec.core.schema import ITEM, USER
 from streamrec.core.temporal import NO_DAY, drift_term
 from streamrec.spark import temporal
 from streamrec.spark.model import FactorModel
+from streamrec.spark.session import default_parallelism, is_connect
 
 RECOMMENDATIONS_DDL = "user long, rank int, item long, score double"
+
+
+class _Shared:
+    """A broadcast's ``.value`` for a Spark Connect session: the value itself, pickled with the closure."""
+
+    def __init__(self, value) -> None:
+        self.value = value
 
 
 def recommend_all(
@@ -74,9 +82,15 @@ def recommend_all(
     )
     order = np.argsort(ids, kind="stable")
     item_side = (ids[order], bias[order], counts[order], np.ascontiguousarray(factors[order]))
-    shared = spark.sparkContext.broadcast(
-        {"mu": float(model.mu), "items": item_side, "rule": rule.as_dict(), "clip": tuple(map(float, clip))}
-    )
+    side = {
+        "mu": float(model.mu),
+        "items": item_side,
+        "rule": rule.as_dict(),
+        "clip": tuple(map(float, clip)),
+    }
+    # a broadcast on a classic session; over Spark Connect (no sparkContext) the item side travels in the UDF's
+    # closure (a few MB for 10,000 items at rank 50, far below the 128 MB message limit)
+    shared = _Shared(side) if is_connect(spark) else spark.sparkContext.broadcast(side)
     users = model.users.select(F.col("id").alias(USER), "bias", "factors")
     cfg = None if model.time is None else model.time.config  # (the task's closure holds no DataFrame)
     now = NO_DAY if model.time is None or model.time.now is None else int(model.time.now)
@@ -95,7 +109,7 @@ def recommend_all(
         users = users.join(seen.select(USER, "items"), USER, "full_outer")
     else:
         users = users.withColumn("items", F.lit(None).cast("array<long>"))
-    n = partitions or max(1, spark.sparkContext.defaultParallelism)
+    n = partitions or max(1, default_parallelism(spark))
     k = rule.top_k
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:

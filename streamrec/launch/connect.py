@@ -1,0 +1,225 @@
+"""The warm Spark of the update path: a long-lived Spark Connect server, and how clients find it.
+
+Every ``spark-submit`` pays a JVM start, class loading and JIT before its few seconds of work (10-60 s per update
+on two cores, ``docs/STREAMING.md``). A Spark Connect server (``org.apache.spark.sql.connect.service.
+SparkConnectServer``, shipped in pyspark 4.2's jars) pays that once; the update job then runs as a thin gRPC
+client (``jobs/update.py`` started by plain Python with ``$STREAMREC_SPARK_REMOTE`` set,
+``streamrec.spark.session``), and the process that starts it needs no JVM.
+
+This module has no pyspark import (it only builds command lines and checks a port), so the launchers
+(``scripts/airflow-up``, the cluster launcher, compose) and the pipeline can use it.
+
+Settings (environment):
+
+* ``STREAMREC_SPARK_REMOTE``: ``sc://host:port`` of the server the jobs attach to; unset = every job is its own
+  ``spark-submit`` (the default outside the stacks ``make airflow-up`` / ``make cluster-up`` start);
+* ``STREAMREC_CONNECT_PORT`` (15002, Spark's default) and ``STREAMREC_CONNECT_HOST`` (``127.0.0.1``): where
+  :func:`server_command` binds;
+* ``STREAMREC_CONNECT_MASTER``: the server's master (default ``$STREAMREC_SPARK_MASTER``, else ``local[2]``);
+* ``STREAMREC_CONNECT_DIR``: the server's working folder (checkpoints; default ``var/connect``).
+
+A session per job try: :func:`session_id` derives the session id from a tag (the version the job writes) and the
+try number, so try *n* can interrupt and release what tries 1..n-1 left running on the server
+(:func:`previous_session_ids`; a killed client's query keeps running in the server until it is interrupted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+
+from streamrec.launch import jvm, s3a
+
+SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
+DEFAULT_PORT = 15002
+REMOTE_ENV = "STREAMREC_SPARK_REMOTE"
+SESSION_TAG_ENV = "STREAMREC_CONNECT_SESSION"
+"""Set by the launcher of a job try: ``<tag>#<try number>`` (:func:`session_id`)."""
+_NAMESPACE = uuid.UUID("5f0c6a3e-6d1f-4a4e-9a57-2b0c5e7d9a11")
+
+
+def remote_url(env: Mapping[str, str] | None = None) -> str | None:
+    """``sc://host:port`` the jobs attach to, or None (each job is its own spark-submit)."""
+    url = (env if env is not None else os.environ).get(REMOTE_ENV, "").strip()
+    if url and not url.startswith("sc://"):
+        raise ValueError(f"{REMOTE_ENV}={url!r}: expected sc://host:port")
+    return url or None
+
+
+def host_port(url: str) -> tuple[str, int]:
+    """``sc://host:port[/;params]`` → (host, port)."""
+    netloc = url.removeprefix("sc://").split("/", 1)[0]
+    host, _, port = netloc.rpartition(":")
+    return (host or netloc, int(port) if port.isdigit() else DEFAULT_PORT) if host else (netloc, DEFAULT_PORT)
+
+
+def session_id(tag: str, attempt: int) -> str:
+    """The Connect session id of try ``attempt`` (1, 2, ...) of the job tagged ``tag``: stable, so a later try can
+    find it (a UUID, as Spark Connect requires)."""
+    return str(uuid.uuid5(_NAMESPACE, f"{tag}#{int(attempt)}"))
+
+
+def parse_session_tag(value: str | None) -> tuple[str, int] | None:
+    """``"<tag>#<n>"`` (``$STREAMREC_CONNECT_SESSION``) → (tag, n); None when unset."""
+    if not value:
+        return None
+    tag, sep, n = value.rpartition("#")
+    if not sep or not tag or not n.isdigit() or int(n) < 1:
+        raise ValueError(f"{SESSION_TAG_ENV}={value!r}: expected <tag>#<try number ≥ 1>")
+    return tag, int(n)
+
+
+def previous_session_ids(tag: str, attempt: int) -> list[str]:
+    """The session ids of the tries before ``attempt``: interrupted and released before this try writes."""
+    return [session_id(tag, a) for a in range(1, int(attempt))]
+
+
+def reachable(url: str, timeout: float = 1.0) -> bool:
+    """True when something accepts TCP connections at the server's address."""
+    host, port = host_port(url)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_ready(url: str, timeout: float = 120.0, proc: subprocess.Popen | None = None) -> float:
+    """Wait until the server accepts connections; returns the seconds waited. Raises ``TimeoutError`` (or
+    ``RuntimeError`` when ``proc``, the server process, exits first)."""
+    t0 = time.monotonic()
+    while not reachable(url):
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the Spark Connect server exited with status {proc.returncode}")
+        if time.monotonic() - t0 > timeout:
+            raise TimeoutError(f"no Spark Connect server at {url} after {timeout:.0f} s")
+        time.sleep(0.5)
+    return time.monotonic() - t0
+
+
+def server_command(
+    *,
+    master: str | None = None,
+    port: int | None = None,
+    host: str | None = None,
+    workdir: str | Path | None = None,
+    python: str | None = None,
+    driver_memory: str | None = None,
+    s3: bool | None = None,
+    env: Mapping[str, str] | None = None,
+) -> list[str]:
+    """The ``spark-submit`` line of the server (runs in the foreground; a supervisor restarts it).
+
+    The settings a client cannot change live here: the checkpoint folder (a static conf: a Connect client has no
+    ``sparkContext.setCheckpointDir``), the Python of the UDF workers (streamrec's virtualenv: ``applyInPandas``
+    runs the update's numpy on the server side), the driver JVM's options (``streamrec.launch.jvm``) and, with an
+    ``s3://`` bucket, the s3a jars and conf (credentials only through the server's environment).
+    """
+    env = env if env is not None else os.environ
+    python = python or env.get("STREAMREC_PYTHON") or sys.executable
+    submit = Path(python).parent / "spark-submit"
+    master = master or env.get("STREAMREC_CONNECT_MASTER") or env.get("STREAMREC_SPARK_MASTER") or "local[2]"
+    port = int(port or env.get("STREAMREC_CONNECT_PORT") or DEFAULT_PORT)
+    host = host or env.get("STREAMREC_CONNECT_HOST") or "127.0.0.1"
+    workdir = Path(workdir or env.get("STREAMREC_CONNECT_DIR") or "var/connect").resolve()
+    conf = {
+        "spark.connect.grpc.binding.port": str(port),
+        "spark.connect.grpc.binding.address": host,
+        "spark.checkpoint.dir": str(workdir / "checkpoints"),
+        "spark.pyspark.python": python,
+        "spark.pyspark.driver.python": python,
+        "spark.driver.extraJavaOptions": jvm.driver_java_options(),
+        "spark.ui.enabled": env.get("STREAMREC_SPARK_UI", "false"),
+        "spark.ui.showConsoleProgress": "false",
+        "spark.sql.session.timeZone": "UTC",
+        # a client that died (its task was killed) leaves its query detached: abandon it after 60 s, not 5 min
+        "spark.connect.execute.manager.detachedTimeout": "60s",
+        # the session of a client that vanished without releasing it: dropped after 10 min idle (default 60)
+        "spark.connect.session.manager.defaultSessionTimeout": "10m",
+    }
+    cmd = [str(submit), "--class", SERVER_CLASS, "--name", "streamrec-connect", "--master", master]
+    cmd += ["--driver-memory", driver_memory or env.get("STREAMREC_CONNECT_MEMORY", "2g")]
+    if s3 if s3 is not None else s3a.uses_s3(env.get("STREAMREC_BUCKET")):
+        cmd += s3a.submit_args(env)
+    for key, value in conf.items():
+        cmd += ["--conf", f"{key}={value}"]
+    return cmd
+
+
+def serve(argv_conf: Mapping[str, str] | None = None, restart_delay: float = 2.0, once: bool = False) -> int:
+    """Run the server in the foreground and restart it when it exits (the supervisor of ``scripts/connect-server``;
+    compose and the cluster launcher restart it themselves and pass ``once``). SIGTERM stops it for good."""
+    cmd = server_command(**(argv_conf or {}))
+    Path(os.environ.get("STREAMREC_CONNECT_DIR") or "var/connect").mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "SPARK_LOCAL_IP": os.environ.get("SPARK_LOCAL_IP", "127.0.0.1")}
+    # spark-submit's find-spark-home asks the python3 first on PATH where pyspark is: ours first
+    env["PATH"] = f"{Path(cmd[0]).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.pop(REMOTE_ENV, None)
+    stopping = False
+    child: subprocess.Popen | None = None
+
+    def stop(signum, frame):  # noqa: ARG001
+        nonlocal stopping
+        stopping = True
+        if child is not None and child.poll() is None:
+            child.terminate()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    starts = 0
+    while True:
+        starts += 1
+        print(f"streamrec-connect: start {starts}: {' '.join(cmd)}", flush=True)
+        child = subprocess.Popen(cmd, env=env)
+        code = child.wait()
+        if stopping or once:
+            return code if not stopping else 0
+        print(
+            f"streamrec-connect: server exited with status {code}; restarting in {restart_delay:.0f} s",
+            flush=True,
+        )
+        time.sleep(restart_delay)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m streamrec.launch.connect", description=__doc__.splitlines()[0]
+    )
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("serve", help="run the server in the foreground, restarting it when it dies")
+    s.add_argument("--master")
+    s.add_argument("--port", type=int)
+    s.add_argument("--host")
+    s.add_argument("--once", action="store_true", help="do not restart (compose/cluster supervisors do)")
+    sub.add_parser("command", help="print the server's spark-submit line")
+    w = sub.add_parser(
+        "wait", help="wait until the server at $STREAMREC_SPARK_REMOTE (or --url) accepts clients"
+    )
+    w.add_argument("--url")
+    w.add_argument("--timeout", type=float, default=120.0)
+    args = ap.parse_args(argv)
+    if args.cmd == "serve":
+        conf = {k: getattr(args, k) for k in ("master", "port", "host") if getattr(args, k)}
+        return serve(conf, once=args.once)
+    if args.cmd == "command":
+        print(" ".join(server_command()))
+        return 0
+    url = args.url or remote_url() or f"sc://127.0.0.1:{DEFAULT_PORT}"
+    try:
+        print(f"{url} ready after {wait_ready(url, args.timeout):.1f} s")
+    except TimeoutError as exc:
+        print(f"streamrec-connect: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
