@@ -10,7 +10,8 @@ one core and 2 GB each, Airflow's four services; fresh secrets, free ports, ``--
    timed;
 2. **drop-to-publish** of a ``--fresh-rows`` partition and of a ``--update-rows`` partition through the update
    DAG, broken down like ``bench/freshness.py`` (detection, validation, spark, gate, publish, overhead), whose
-   ``measure`` it calls;
+   ``measure`` it calls; the update task is a client of the ``spark-connect`` service (``update_path``: its
+   application and the workers its executors ran on; no ``streamrec-update`` application of its own);
 3. **a ``--history``-rating bootstrap** (generated: 20,000 users, 5,000 items), ``jobs/bootstrap.py`` submitted to
    the master as the DAG's task does, once with worker 2 stopped (one executor, one core) and once with both:
    wall time, ALS fit time, the executors' memory (the master's ``memoryperexecutor``) and the peak RSS per process
@@ -187,6 +188,21 @@ def bootstrap_job(c: cl.Private, ratings: str, workers: int, rank: int, iteratio
     }
 
 
+def update_path(c: cl.Private) -> dict:
+    """How the updates ran: over the ``spark-connect`` service (its one application, ``streamrec-connect``, and
+    the workers its executors ran on) or as applications of their own (``streamrec-update``, spark-submit)."""
+    state = cl.spark_state(c.topology())
+    apps = state["activeapps"] + state["completedapps"]
+    served = [a for a in apps if a["name"] == "streamrec-connect"]
+    return {
+        "remote": c.client_env().get("STREAMREC_SPARK_REMOTE"),
+        "update_applications": sum(a["name"] == "streamrec-update" for a in apps),
+        "connect_applications": [
+            {"id": a["id"], "state": a["state"], "executors_on": len(a["workers"])} for a in served
+        ],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--history", type=int, default=2_000_000)
@@ -229,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(out["freshness"]), file=sys.stderr)
         out["update_100k"] = measure(api, bucket, store, args.update_rows, 42, 1, 3600)
         print(json.dumps(out["update_100k"]), file=sys.stderr)
+        out["update_path"] = update_path(c)
+        print(json.dumps(out["update_path"]), file=sys.stderr)
         if not args.skip_2m:
             api.patch(
                 "/api/v2/dags/streamrec_update", {"is_paused": True}

@@ -223,7 +223,7 @@ def free_ports(n_workers: int = 2) -> dict[str, str]:
     import socket
 
     socks, ports = [], []
-    for _ in range(6):
+    for _ in range(7):
         s = socket.socket()
         s.bind(("127.0.0.1", 0))
         socks.append(s)
@@ -236,7 +236,7 @@ def free_ports(n_workers: int = 2) -> dict[str, str]:
         if all(socket.socket().connect_ex(("127.0.0.1", p)) != 0 for p in range(b, b + n_workers))
     )
     keys = ["AIRFLOW_PORT", "SPARK_MASTER_UI_PORT", "MINIO_API_PORT", "CLUSTER_SPARK_MASTER_PORT",
-            "CLUSTER_POSTGRES_PORT", "CLUSTER_SCHEDULER_HEALTH_PORT"]  # fmt: skip
+            "CLUSTER_POSTGRES_PORT", "CLUSTER_SCHEDULER_HEALTH_PORT", "CLUSTER_SPARK_CONNECT_PORT"]  # fmt: skip
     return {**dict(zip(keys, map(str, ports), strict=True)), "CLUSTER_SPARK_WORKER_UI_PORT": str(base)}
 
 

@@ -2,7 +2,8 @@
 
 The services are those of ``docker-compose.yaml``, translated by ``scripts/cluster_services.py``: PostgreSQL,
 the moto server (for MinIO), ``airflow-init`` and ``minio-init`` (one-shots), the Spark master, N Spark workers,
-the Airflow API server, scheduler, DAG processor and triggerer. Each runs as its own process group on
+the Spark Connect server (the update's warm Spark), the Airflow API server, scheduler, DAG processor and
+triggerer. Each runs as its own process group on
 127.0.0.1 under a small supervisor (this file, ``_supervise``) that restarts it when it dies, as compose's
 ``restart: always`` does; its log is ``$HOME/logs/<service>.log`` and its pids ``$HOME/run/<service>.pid``
 (``$HOME`` = ``$STREAMREC_CLUSTER_HOME``, default ``var/cluster``). Services start when what they depend on
@@ -332,6 +333,7 @@ def down(home: Path, purge: bool = False) -> list[str]:
     order = [s.name for s in topo.services() if not s.one_shot]
     layers = [
         list(cs.AIRFLOW),
+        ["spark-connect"],  # a driver of the master's: gone before the workers and the master
         [n for n in order if n.startswith("spark-worker")],
         ["spark-master"],
         ["minio", "postgres"],
@@ -382,7 +384,7 @@ def preflight(topo: cs.Topology) -> None:
         )
     taken = []
     for svc, port in [("postgres", 5432), ("minio", 9000), ("spark-master", 7077), ("spark-master", 8080),
-                      ("airflow-apiserver", 8080), ("airflow-scheduler", 8974)]:  # fmt: skip
+                      ("airflow-apiserver", 8080), ("airflow-scheduler", 8974), ("spark-connect", 15002)]:  # fmt: skip
         p = topo.port(svc, port)
         with socket.socket() as s:
             s.settimeout(1)

@@ -14,7 +14,7 @@ free and a shared loopback does not, and it is all in this file:
   ``127.0.0.1:<native port>`` (:func:`Topology.port`); the ports come from the cluster's env file;
 * **what a container image adds**: :data:`NATIVE_ENV` (``PATH``, ``PYTHONPATH``, loopback bind addresses, the
   s3a jars fetched by ``make setup`` instead of the image's ``provided`` ones) and :data:`NATIVE_ARGS`
-  (``--host 127.0.0.1`` for a worker, the socket folder of ``pg_isready``);
+  (``--host 127.0.0.1`` for a worker and for the Spark Connect server, the socket folder of ``pg_isready``);
 * **three services have no native image**: ``postgres`` (Debian's PostgreSQL, initialised like the official
   image does from the same ``POSTGRES_*`` variables), ``minio`` / ``minio-init`` (the moto server and a Python
   init with the same duties: the bucket and an application user limited to it).
@@ -53,6 +53,7 @@ NATIVE_DEFAULTS = {
     "CLUSTER_SPARK_WORKER_UI_PORT": "8191",  # worker i (1-based) listens on this + i - 1
     "CLUSTER_POSTGRES_PORT": "15432",
     "CLUSTER_SCHEDULER_HEALTH_PORT": "18974",
+    "CLUSTER_SPARK_CONNECT_PORT": "25002",  # not 15002: the embedded stack's Connect server (make airflow-up)
     # sizes for a 2-core machine: two workers of one core each
     "CLUSTER_SPARK_WORKERS": "2",
     "SPARK_WORKER_CORES": "1",
@@ -117,6 +118,8 @@ def native_args(topo: Topology, base: str) -> list[str]:
     """Arguments added to a compose command natively."""
     if base == "spark-worker":
         return ["--host", "127.0.0.1"]  # a container's hostname is its address; here: loopback only
+    if base == "spark-connect":  # a container listens on all of its own interfaces (0.0.0.0); here: loopback
+        return ["--host", "127.0.0.1"]
     return []
 
 
@@ -247,6 +250,7 @@ class Topology:
             ("spark-master", 8080): e["SPARK_MASTER_UI_PORT"],
             ("airflow-apiserver", 8080): e["AIRFLOW_PORT"],
             ("airflow-scheduler", 8974): e["CLUSTER_SCHEDULER_HEALTH_PORT"],
+            ("spark-connect", 15002): e["CLUSTER_SPARK_CONNECT_PORT"],
         }
         if service == "spark-worker" and container_port == 8081:
             return int(e["CLUSTER_SPARK_WORKER_UI_PORT"]) + instance - 1
@@ -321,7 +325,7 @@ class Topology:
         out = []
         for d in deps:
             out += self.instances(d)
-        if base in AIRFLOW or base == "spark-worker":
+        if base in AIRFLOW or base in ("spark-worker", "spark-connect"):
             out.append("minio-init")  # natively the application user's keys come from moto (minio-init)
         return sorted(set(out))
 
@@ -392,7 +396,7 @@ class Topology:
         out.append(
             Service("minio-init", "minio-init", [], {}, depends=["minio"], one_shot=True, restart=False)
         )
-        for base in ("airflow-init", "spark-master", "spark-worker", *AIRFLOW):
+        for base in ("airflow-init", "spark-master", "spark-worker", "spark-connect", *AIRFLOW):
             for k, inst in enumerate(self.instances(base), start=1):
                 health, interval = self.healthcheck(base, inst, k)
                 out.append(

@@ -6,10 +6,12 @@ Airflow's API server, scheduler, DAG processor and triggerer on LocalExecutor. T
 ``scripts/airflow_demo.py`` (its generated data: 20k ratings of history, two partitions of 10k and the bad one;
 rank 4, 3 iterations). What it proves:
 
-* the bootstrap, its evaluation and each update ran as **applications of the standalone cluster** (the master's
-  JSON API: finished, 2 cores), with **executors on both workers** (each worker's JSON names the application);
-* the **executors** read the partitions from ``s3a://`` and wrote the model there (their own logs, in the
-  workers' work folders), and the bucket holds it (read back with boto3);
+* the bootstrap and its evaluation ran as **applications of the standalone cluster** (the master's JSON API:
+  finished, 2 cores), with **executors on both workers** (each worker's JSON names the application); each update
+  ran **over Spark Connect** (its task log) inside the one long-lived application of the ``spark-connect`` service
+  (``streamrec-connect``, running, never restarted, its executors on both workers), with no application of its own;
+* the **executors** (the Connect server's) read the partitions from ``s3a://`` and wrote the model there (their
+  own logs, in the workers' work folders), and the bucket holds it (read back with boto3);
 * **Airflow's metadata is in PostgreSQL** (the runs, read with psycopg; no SQLite file anywhere);
 * the Spark cluster **refuses a client without the secret** (``spark.authenticate``): its application never
   reaches the master; the **S3 application user** cannot touch another bucket (moto's IAM checks);
@@ -131,8 +133,10 @@ def test_the_demo_runs_distributed_on_the_cluster(cluster):
     current = next(v for v in s["versions"] if v["version"] == s["current"])
     assert current["status"] == "published" and current["rmse"] is not None
 
-    # the Spark master ran them: the bootstrap, its evaluation, one update per partition, each with 2 cores,
-    # with executors on both workers; the intruder never got an application
+    # the Spark master ran them: the bootstrap and its evaluation as applications of their own (spark-submit),
+    # each with 2 cores and executors on both workers; the updates inside the Connect server's application
+    # (running since cluster-up, never restarted), whose executors ran on both workers too; the intruder never got
+    # an application
     state = cl.spark_state(topo)
     workers = {w["id"] for w in state["workers"]}
     assert len(workers) == 2 and all(w["cores"] == 1 for w in state["workers"])
@@ -140,19 +144,37 @@ def test_the_demo_runs_distributed_on_the_cluster(cluster):
     names = sorted(a["name"] for a in apps)
     assert "intruder-without-secret" not in names, names
     ours = [a for a in apps if a["name"].startswith("streamrec-")]
-    assert {"streamrec-bootstrap", "streamrec-evaluate", "streamrec-update"} <= {a["name"] for a in ours}
-    assert sum(a["name"] == "streamrec-update" for a in ours if a["state"] == "FINISHED") >= 2
-    for a in ours:
-        if a["state"] == "FINISHED":
-            assert a["cores"] == 2 and set(a["workers"]) == workers, a
+    finished = [a for a in ours if a["state"] == "FINISHED"]
+    assert {a["name"] for a in finished} == {"streamrec-bootstrap", "streamrec-evaluate"}, ours
+    for a in finished:
+        assert a["cores"] == 2 and set(a["workers"]) == workers, a
+    assert "streamrec-update" not in names, "the update runs in the Connect server's application, not its own"
+    served = [a for a in ours if a["name"] == "streamrec-connect"]
+    assert len(served) == 1 and served[0]["state"] == "RUNNING", served
+    connect_app = served[0]
+    assert set(connect_app["workers"]) == workers, connect_app
+
+    # each update task ran as a Connect client of that server (plain Python, no spark-submit of its own)
+    remote = topo.client_env()["STREAMREC_SPARK_REMOTE"]
+    update_logs = [
+        p.read_text(errors="replace")
+        for p in (c.home / "airflow" / "logs" / "dag_id=streamrec_update").rglob("task_id=update/*")
+        if p.is_file()
+    ]
+    assert update_logs, "no log of the update task"
+    assert all("Spark-Submit cmd" not in text for text in update_logs)
+    over = [text for text in update_logs if f"update.py over Spark Connect at {remote}" in text]
+    assert over, update_logs[0][-3000:]
 
     # the executors (not the driver) read the partitions and wrote the model through s3a
     stderr = {p: p.read_text(errors="replace") for p in c.home.glob("spark-worker-*/work/app-*/*/stderr")}
     assert {p.relative_to(c.home).parts[0] for p in stderr} == {"spark-worker-1", "spark-worker-2"}
     read = [p for p, t in stderr.items() if "Reading File path: s3a://streamrec/ratings/incoming/p-0000" in t]
     assert read, "no executor log names a partition read from s3a://"
+    assert all(connect_app["id"] in p.parts for p in read), "read by the Connect server's executors"
     wrote = [p for p, t in stderr.items() if f"to s3a://streamrec/models/versions/{s['current']}/" in t]
     assert wrote, "no executor log has saved (FileOutputCommitter) a part of the current model to s3a://"
+    assert all(connect_app["id"] in p.parts for p in wrote), "written by the Connect server's executors"
     app = cl.s3_clients(topo, "app")[0]
     keys = [
         o["Key"]

@@ -35,6 +35,8 @@ LOCK = REPO / "requirements.lock"
 ONE_SHOT = {"airflow-init", "minio-init"}
 AIRFLOW_SERVICES = {"airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer"}
 SPARK_SERVICES = {"spark-master", "spark-worker"}
+CONNECT = "spark-connect"
+"""The warm Spark of the update path: a Spark Connect server, a driver application of the master."""
 CODE_DIRS = ("streamrec", "jobs", "dags", "plugins", "expectations")
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|KEY|TOKEN", re.I)
 INTERPOLATION = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*(?:(?::?[-?])[^}]*)?\}$")
@@ -268,7 +270,7 @@ def test_the_environment_the_dags_read_is_set(services):
     }
     for var in wanted:
         assert var in sources, f"{var} is no longer read by the code; update the compose file"
-    for name in AIRFLOW_SERVICES | {"spark-worker"}:
+    for name in AIRFLOW_SERVICES | {"spark-worker", CONNECT}:
         env = env_of(services[name])
         missing = wanted - set(env)
         assert not missing, f"{name} lacks {sorted(missing)}"
@@ -279,6 +281,9 @@ def test_the_environment_the_dags_read_is_set(services):
     ckpt = env_of(services["airflow-scheduler"])["STREAMREC_CHECKPOINT_DIR"]
     assert named_volumes(services["airflow-scheduler"]).get("spark-checkpoints") == ckpt
     assert named_volumes(services["spark-worker"]).get("spark-checkpoints") == ckpt
+    # the Connect server's spark.checkpoint.dir is on the same volume (its executors write, it reads back)
+    assert named_volumes(services[CONNECT]).get("spark-checkpoints") == ckpt
+    assert env_of(services[CONNECT])["STREAMREC_CONNECT_DIR"].startswith(ckpt + "/")
 
 
 def test_spark_connection_points_at_the_master(services):
@@ -294,6 +299,58 @@ def test_spark_connection_points_at_the_master(services):
     assert f"spark://{host}:{port}" in worker
     # the driver runs in the scheduler container and must bind to an address the executors can reach
     assert env["SPARK_LOCAL_IP"] == "auto"
+
+
+def test_update_tasks_attach_to_the_connect_server(services):
+    """The Spark Connect server: ``streamrec.launch.connect serve`` on the master, where every Airflow service's
+    ``STREAMREC_SPARK_REMOTE`` points (the DAGs read it when they are parsed, the update task when it runs)."""
+    sources = (REPO / "dags" / "_streamrec_common.py").read_text(encoding="utf-8")
+    assert "STREAMREC_SPARK_REMOTE" in sources, "the DAGs no longer read it; update the compose file"
+    svc = services[CONNECT]
+    cmd = [str(a) for a in svc["command"]]
+    assert cmd[:5] == ["python", "-m", "streamrec.launch.connect", "serve", "--once"], (
+        "compose restarts it (restart: always), so the module's own restart loop is off"
+    )
+    conn = json.loads(env_of(services["airflow-scheduler"])["AIRFLOW_CONN_SPARK_DEFAULT"])
+    assert cmd[cmd.index("--master") + 1] == conn["host"], "the batch jobs' master"
+    assert cmd[cmd.index("--host") + 1] == "0.0.0.0"
+    port = cmd[cmd.index("--port") + 1]
+    for name in AIRFLOW_SERVICES:
+        assert env_of(services[name])["STREAMREC_SPARK_REMOTE"] == f"sc://{CONNECT}:{port}", name
+    assert not svc.get("ports"), "Spark Connect has no login: never published on the host"
+    assert env_of(svc)["SPARK_LOCAL_IP"] == "auto", "the driver must bind where the executors can reach it"
+    assert svc["depends_on"]["spark-master"]["condition"] == "service_healthy"
+    assert services["airflow-scheduler"]["depends_on"][CONNECT]["condition"] == "service_healthy"
+    test = [str(a) for a in svc["healthcheck"]["test"]]
+    assert test[:4] == ["CMD", "python", "-m", "streamrec.launch.connect"] and "wait" in test
+    assert test[test.index("--url") + 1] == f"sc://localhost:{port}"
+    assert svc["image"] == services["spark-master"]["image"], "the driver runs the executors' image"
+
+
+def test_connect_server_command_carries_s3a_but_no_credentials(services):
+    """What ``serve`` runs with the service's environment: s3a (the bucket is s3://) and dynamic allocation on the
+    standalone master (the batch jobs' spark-submit must get the cores it holds while idle); the keys never on the
+    command line (s3a reads them from the server's environment)."""
+    from streamrec.launch import connect
+
+    env = {k: default_of(v) for k, v in env_of(services[CONNECT]).items()}
+    env.update(AWS_ACCESS_KEY_ID="app-key-id-123", AWS_SECRET_ACCESS_KEY="app-secret-456",
+               SPARK_AUTH_SECRET="spark-secret-789", STREAMREC_S3A_JARS="provided")  # fmt: skip
+    cmd = [str(a) for a in services[CONNECT]["command"]]
+    argv = connect.server_command(
+        master=cmd[cmd.index("--master") + 1], host="0.0.0.0", port=int(cmd[cmd.index("--port") + 1]), env=env
+    )
+    line = " ".join(argv)
+    assert "--class org.apache.spark.sql.connect.service.SparkConnectServer" in line
+    assert "--name streamrec-connect --master spark://spark-master:7077" in line
+    assert "spark.connect.grpc.binding.port=15002" in line
+    assert "spark.connect.grpc.binding.address=0.0.0.0" in line
+    assert "spark.hadoop.fs.s3a." in line, "the server reads and writes the bucket: s3a conf on its line"
+    assert "spark.dynamicAllocation.enabled=true" in line
+    assert "spark.dynamicAllocation.shuffleTracking.enabled=true" in line
+    assert "spark.checkpoint.dir=/var/lib/streamrec/checkpoints/connect/checkpoints" in line
+    for secret in ("app-key-id-123", "app-secret-456", "spark-secret-789"):
+        assert secret not in line
 
 
 @pytest.mark.skipif(
@@ -324,7 +381,7 @@ def test_entrypoint_resolves_the_driver_address():
 
 def test_code_is_mounted_at_the_same_paths_in_airflow_and_spark(services):
     expected = {f"./{d}": f"/opt/streamrec/{d}" for d in CODE_DIRS}
-    for name in AIRFLOW_SERVICES | SPARK_SERVICES | {"airflow-init"}:
+    for name in AIRFLOW_SERVICES | SPARK_SERVICES | {"airflow-init", CONNECT}:
         mounts = bind_mounts(services[name])
         got = {s: t for s, t in mounts.items() if s.lstrip("./") in CODE_DIRS}
         assert got == expected, f"{name} mounts {got}, want {expected}"
@@ -568,7 +625,7 @@ def test_compose_env_script_fills_every_placeholder():
 def test_every_spark_process_gets_the_shared_secret_from_env(services):
     """Master, workers (and so their executors) and every Airflow service that may start a driver get
     SPARK_AUTH_SECRET from .env (required); the entrypoint turns it into spark.authenticate (test_cluster_launcher)."""
-    for name in SPARK_SERVICES | AIRFLOW_SERVICES:
+    for name in SPARK_SERVICES | AIRFLOW_SERVICES | {CONNECT}:
         value = env_of(services[name]).get("SPARK_AUTH_SECRET")
         assert value and re.fullmatch(r"\$\{SPARK_AUTH_SECRET:\?[^}]*\}", value), name
     conf = (REPO / "docker" / "spark-conf" / "spark-defaults.conf").read_text(encoding="utf-8")
@@ -617,10 +674,12 @@ def _subs(topo, base: str, instance: str, index: int) -> list[tuple[str, str]]:
         "spark-worker": {"8081": str(int(e["CLUSTER_SPARK_WORKER_UI_PORT"]) + index - 1)},
         "airflow-apiserver": {"8080": e["AIRFLOW_PORT"]},
         "airflow-scheduler": {"8974": e["CLUSTER_SCHEDULER_HEALTH_PORT"]},
+        "spark-connect": {"15002": e["CLUSTER_SPARK_CONNECT_PORT"]},
     }.get(base, {})
     out = [(f"localhost:{p}", f"127.0.0.1:{n}") for p, n in own.items()]
     out += [
         ("spark://spark-master:7077", f"spark://127.0.0.1:{e['CLUSTER_SPARK_MASTER_PORT']}"),
+        ("sc://spark-connect:15002", f"sc://127.0.0.1:{e['CLUSTER_SPARK_CONNECT_PORT']}"),
         ("http://airflow-apiserver:8080", f"http://127.0.0.1:{e['AIRFLOW_PORT']}"),
         ("@postgres:5432", f"@127.0.0.1:{e['CLUSTER_POSTGRES_PORT']}"),
         ("http://minio:9000", f"http://127.0.0.1:{e['MINIO_API_PORT']}"),
@@ -667,10 +726,12 @@ def test_native_commands_are_the_compose_commands(services, native):
                 want[i + 1] = "127.0.0.1"
             if a in ("--port", "--webui-port"):
                 want[i + 1] = flags[want[i + 1]]
-        extra = ["--host", "127.0.0.1"] if svc.base == "spark-worker" else []
+        # a container binds all of its own interfaces; natively loopback only (argparse: the last --host wins)
+        extra = ["--host", "127.0.0.1"] if svc.base in ("spark-worker", CONNECT) else []
         assert svc.argv == [str(cs.ENTRYPOINT), *want, *extra], svc.name
         checked += 1
-    assert checked == 2 + 1 + len(AIRFLOW_SERVICES) + 1  # two workers, the master, Airflow, airflow-init
+    # two workers, the master, the Connect server, Airflow, airflow-init
+    assert checked == 2 + 1 + 1 + len(AIRFLOW_SERVICES) + 1
     init = by_name["airflow-init"]
     assert init.one_shot and init.argv[:3] == [str(cs.ENTRYPOINT), "bash", "-c"]
     assert init.argv[3] == _script(services["airflow-init"]), "the same script, with compose's $$ undone"
@@ -701,6 +762,10 @@ def test_native_environment_is_the_compose_environment(services, dockerfile_args
                 assert svc.env[key] == _expect(value, subs), f"{svc.name}: {key}"
     conn = json.loads(by_name["airflow-scheduler"].env["AIRFLOW_CONN_SPARK_DEFAULT"])
     assert conn["host"] == f"spark://127.0.0.1:{topo.env['CLUSTER_SPARK_MASTER_PORT']}"
+    remote = f"sc://127.0.0.1:{topo.env['CLUSTER_SPARK_CONNECT_PORT']}"
+    for name in AIRFLOW_SERVICES:
+        assert by_name[name].env["STREAMREC_SPARK_REMOTE"] == remote, name
+    assert topo.client_env()["STREAMREC_SPARK_REMOTE"] == remote
 
 
 def test_native_health_checks_are_the_compose_ones(services, native):
@@ -726,6 +791,9 @@ def test_native_shares_what_compose_shares(services, native):
         for n in ("airflow-scheduler", "spark-worker-1", "spark-worker-2")
     }
     assert ckpt == {str(topo.home / "volumes" / "spark-checkpoints")}
+    assert by_name["spark-connect"].env["STREAMREC_CONNECT_DIR"] == str(
+        topo.home / "volumes" / "spark-checkpoints" / "connect"
+    )
     homes = {by_name[n].env["AIRFLOW_HOME"] for n in AIRFLOW_SERVICES | {"airflow-init"}}
     assert homes == {str(topo.home / "airflow")}
     pw = by_name["airflow-apiserver"].env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]

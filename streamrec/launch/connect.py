@@ -120,8 +120,9 @@ def server_command(
 
     The settings a client cannot change live here: the checkpoint folder (a static conf: a Connect client has no
     ``sparkContext.setCheckpointDir``), the Python of the UDF workers (streamrec's virtualenv: ``applyInPandas``
-    runs the update's numpy on the server side), the driver JVM's options (``streamrec.launch.jvm``) and, with an
-    ``s3://`` bucket, the s3a jars and conf (credentials only through the server's environment).
+    runs the update's numpy on the server side), the driver JVM's options (``streamrec.launch.jvm``), with an
+    ``s3://`` bucket the s3a jars and conf (credentials only through the server's environment) and, on a standalone
+    master (``spark://``), dynamic allocation (idle executors released, so the batch jobs get the cores).
     """
     env = env if env is not None else os.environ
     python = python or env.get("STREAMREC_PYTHON") or sys.executable
@@ -145,6 +146,20 @@ def server_command(
         # the session of a client that vanished without releasing it: dropped after 10 min idle (default 60)
         "spark.connect.session.manager.defaultSessionTimeout": "10m",
     }
+    if master.startswith("spark://"):
+        # a standalone cluster: an application holds every core it is given until it ends (a long-lived server
+        # would starve the batch jobs' spark-submit for ever): executors only while queries run, released when
+        # idle (shuffle tracking: no external shuffle service needed)
+        conf.update(
+            {
+                "spark.dynamicAllocation.enabled": "true",
+                "spark.dynamicAllocation.shuffleTracking.enabled": "true",
+                "spark.dynamicAllocation.minExecutors": "0",
+                "spark.dynamicAllocation.executorIdleTimeout": "20s",
+                "spark.dynamicAllocation.shuffleTracking.timeout": "20s",
+                "spark.dynamicAllocation.cachedExecutorIdleTimeout": "60s",
+            }
+        )
     cmd = [str(submit), "--class", SERVER_CLASS, "--name", "streamrec-connect", "--master", master]
     cmd += ["--driver-memory", driver_memory or env.get("STREAMREC_CONNECT_MEMORY", "2g")]
     if s3 if s3 is not None else s3a.uses_s3(env.get("STREAMREC_BUCKET")):
