@@ -47,6 +47,18 @@ def spark(tmp_path_factory):
     session.stop()
 
 
+# --- Spark Connect (tests/connectserver.py) ---------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def connect_server(tmp_path_factory):
+    """A warm Spark Connect server for the whole session (of this xdist worker), started on first use."""
+    from connectserver import ConnectServer
+
+    server = ConnectServer(tmp_path_factory.mktemp("connect")).start()
+    yield server
+    left = server.stop_and_check()
+    assert left == b"", f"processes of the Connect server left behind after SIGTERM: {left!r}"
+
+
 # --- S3 (moto_server subprocess; see tests/s3server.py) ---------------------------------------------------------
 @pytest.fixture(scope="session")
 def s3_endpoint(tmp_path_factory):

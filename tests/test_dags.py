@@ -315,3 +315,23 @@ def test_airflow_refuses_out_of_bounds_hyper_parameters_on_the_forms(parsed):
     with pytest.raises(ParamValidationError):
         param("streamrec_update", "decay").resolve(0)
     assert param("streamrec_update", "lr").resolve(1.0) == 1.0
+
+
+def test_with_a_connect_server_the_update_attaches_to_it_and_the_batch_jobs_keep_spark_submit(tmp_path):
+    """``$STREAMREC_SPARK_REMOTE`` where the DAGs are parsed (``make airflow-up``, ``make cluster-up``): the update
+    task runs ``jobs/update.py`` as a Spark Connect client (a Python task, no JVM in the worker); bootstrap,
+    retrain, evaluate and the tuning's preparation stay ``spark-submit`` jobs; still nothing heavy at parse time."""
+    parsed = _parse_dags(tmp_path, STREAMREC_SPARK_REMOTE="sc://127.0.0.1:15002")
+    assert parsed["import_errors"] == {} and parsed["heavy"] == []
+    assert not set(parsed["streamrec"]) - PARSE_TIME_STREAMREC
+    upd = parsed["dags"]["streamrec_update"]["tasks"]
+    assert upd["update"]["type"] == "_PythonDecoratedOperator", upd["update"]
+    assert upd["update"]["upstream"] == ["validate"] and "update" in upd["gate"]["upstream"]
+    assert upd["update"]["retries"] >= 1  # a try that lost the server is retried (a fresh session)
+    for dag_id, tid in [
+        ("streamrec_bootstrap", "bootstrap"),
+        ("streamrec_bootstrap", "evaluate"),
+        ("streamrec_retrain", "retrain"),
+        ("streamrec_tune", "prepare"),
+    ]:
+        assert parsed["dags"][dag_id]["tasks"][tid]["type"] == "SparkSubmitOperator", (dag_id, tid)

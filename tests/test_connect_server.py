@@ -1,0 +1,265 @@
+"""The warm Spark of the update path: a real Spark Connect server (``python -m streamrec.launch.connect serve``,
+its supervisor restarting it), the real ``jobs/*.py`` attached to it as clients (``streamrec.pipeline.connect``).
+
+* the launcher's pure rules (session ids per try, the connection string, the server's command line);
+* a server that is down: the job is not started, the error names the address and says the partition stays
+  pending; nothing is written, and ``pipeline.pending`` still offers the partition;
+* over the server: bootstrap (ALS) and an update with its evaluation, recommendations included; the candidate is
+  the same, bit for bit, as the one a second session computes for the same base and partition;
+* a server killed in the middle of an update: the try fails, the supervisor brings the server back, the retry
+  writes the candidate, and once published the partition is in the lineage exactly once;
+* a client killed in the middle of an update (its task was killed): the retry interrupts what the killed try
+  left running in the server and writes the same candidate as a clean run.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from connectserver import ConnectServer, free_port
+
+from streamrec.launch import connect as launch
+from streamrec.pipeline import connect
+
+REPO = Path(__file__).resolve().parent.parent
+JOBS = REPO / "jobs"
+
+
+# --- the launcher's rules ---------------------------------------------------------------------------------------
+@pytest.mark.unit
+def test_session_ids_are_stable_per_try_and_list_the_earlier_tries():
+    a1, a2, a3 = (launch.session_id("dag/run/update", n) for n in (1, 2, 3))
+    assert len({a1, a2, a3}) == 3
+    assert launch.session_id("dag/run/update", 2) == a2  # a later try finds it again
+    assert launch.session_id("dag/other/update", 1) != a1
+    assert launch.previous_session_ids("dag/run/update", 3) == [a1, a2]
+    assert launch.previous_session_ids("dag/run/update", 1) == []
+    assert launch.parse_session_tag("dag/run#x/update#2") == ("dag/run#x/update", 2)
+    assert launch.parse_session_tag(None) is None
+    for bad in ("update", "update#0", "#1", "update#two"):
+        with pytest.raises(ValueError, match=launch.SESSION_TAG_ENV):
+            launch.parse_session_tag(bad)
+
+
+@pytest.mark.unit
+def test_remote_url_and_server_command():
+    assert launch.remote_url({}) is None
+    assert launch.remote_url({launch.REMOTE_ENV: "sc://h:1"}) == "sc://h:1"
+    with pytest.raises(ValueError, match="sc://"):
+        launch.remote_url({launch.REMOTE_ENV: "http://h:1"})
+    assert launch.host_port("sc://spark-connect:15002/;session_id=x") == ("spark-connect", 15002)
+    assert launch.host_port("sc://h") == ("h", launch.DEFAULT_PORT)
+    cmd = launch.server_command(
+        master="spark://m:7077", port=15123, workdir="/tmp/x", python="/v/bin/python", env={}, s3=False
+    )
+    assert cmd[0] == "/v/bin/spark-submit" and cmd[cmd.index("--class") + 1] == launch.SERVER_CLASS
+    assert cmd[cmd.index("--master") + 1] == "spark://m:7077"
+    conf = dict(c.split("=", 1) for c in cmd[1:] if "=" in c and c.startswith("spark."))
+    assert conf["spark.connect.grpc.binding.port"] == "15123"
+    assert conf["spark.checkpoint.dir"] == "/tmp/x/checkpoints"  # static: a client cannot set it
+    assert conf["spark.pyspark.python"] == "/v/bin/python"  # the UDF workers run streamrec's numpy
+    assert "-Xss16m" in conf["spark.driver.extraJavaOptions"]
+    assert not any("AWS_SECRET" in c or "secret.key" in c for c in cmd)
+
+
+# --- a real server ----------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def bootstrapped(tmp_path_factory, connect_server):
+    """A bucket with a generated history bootstrapped over the server (ALS over Connect) and published, and four
+    partitions in ``ratings/incoming/``."""
+    from streamrec.core.synth import SynthConfig
+    from streamrec.core.synth_files import write_dataset
+    from streamrec.storage.store import ModelStore
+
+    work = tmp_path_factory.mktemp("connect-bucket")
+    data = work / "data"
+    write_dataset(
+        SynthConfig(n_users=200, n_items=150, n_ratings=9000, seed=7),
+        str(data),
+        n_partitions=4,
+        history_fraction=0.8,
+    )
+    bucket = work / "bucket"
+    (bucket / "ratings" / "incoming").mkdir(parents=True)
+    for f in sorted((data / "partitions").glob("p-*.csv")):
+        (bucket / "ratings" / "incoming" / f.name).write_bytes(f.read_bytes())
+    out = connect.run_job(
+        JOBS / "bootstrap.py",
+        [
+            "--bucket",
+            str(bucket),
+            "--ratings",
+            str(data / "history"),
+            "--version",
+            "v0001",
+            "--rank",
+            "6",
+            "--iterations",
+            "4",
+            "--holdout-fraction",
+            "0.1",
+        ],
+        tag="test/bootstrap",
+        url=connect_server.url,
+        python=sys.executable,
+    )
+    assert out["version"] == "v0001" and out["n_ratings"] > 6000
+    store = ModelStore(str(bucket))
+    store.publish("v0001")
+    return bucket, store
+
+
+def _update(
+    server: ConnectServer, bucket: Path, pid: str, version: str, tag: str, attempt: int = 1, **kw
+) -> dict:
+    return connect.run_job(
+        JOBS / "update.py",
+        [
+            "--bucket",
+            str(bucket),
+            "--version",
+            version,
+            "--evaluate",
+            "--partition",
+            f"{pid}={bucket}/ratings/incoming/{pid}.csv",
+        ],
+        tag=tag,
+        attempt=attempt,
+        url=server.url,
+        python=sys.executable,
+        **kw,
+    )
+
+
+def _arrays(store, version: str) -> dict[str, np.ndarray]:
+    m = store.load_arrays(version)
+    return {
+        "users": np.column_stack([m.user_ids, m.user_bias, m.user_factors]),
+        "items": np.column_stack([m.item_ids, m.item_bias, m.item_factors]),
+        "mu": np.array([m.mu]),
+    }
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_server_down_fails_cleanly_and_leaves_the_partition_pending(bootstrapped, monkeypatch):
+    from streamrec import pipeline
+
+    bucket, store = bootstrapped
+    monkeypatch.setenv("STREAMREC_BUCKET", str(bucket))
+    before = store.list_versions()
+    dead = f"sc://127.0.0.1:{free_port()}"
+    t0 = time.monotonic()
+    with pytest.raises(connect.ConnectUnavailable) as err:
+        connect.run_job(
+            JOBS / "update.py",
+            [
+                "--bucket",
+                str(bucket),
+                "--version",
+                "vdead",
+                "--partition",
+                f"p-00001={bucket}/ratings/incoming/p-00001.csv",
+            ],
+            tag="test/dead",
+            url=dead,
+            wait_seconds=2,
+        )
+    assert time.monotonic() - t0 < 30
+    msg = str(err.value)
+    assert dead in msg and "stays pending" in msg and "connect-server start" in msg
+    assert store.list_versions() == before  # nothing written
+    b, s = pipeline.open_bucket()
+    assert "p-00001" in [p["id"] for p in pipeline.pending(b, s)["pending"]]
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_update_over_connect_is_deterministic_and_publishes_once_after_a_server_crash(
+    connect_server, bootstrapped, monkeypatch
+):
+    server = connect_server
+    from streamrec import pipeline
+
+    bucket, store = bootstrapped
+    monkeypatch.setenv("STREAMREC_BUCKET", str(bucket))
+    clean = _update(server, bucket, "p-00001", "vclean", "test/clean")
+    assert clean["version"] == "vclean" and clean["partitions"] == ["p-00001"]
+    assert (
+        clean["metrics"]["validation"]["n"] > 0
+        and store.read_manifest("vclean")["ranking"]["recommendations"]
+    )
+
+    # the server's JVM dies while the update runs: the try fails, the supervisor restarts the server
+    jvm = server.jvm_pid()
+    result: dict = {}
+
+    def first_try():
+        try:
+            result["out"] = _update(server, bucket, "p-00001", "v0002", "test/crash", attempt=1)
+        except Exception as exc:  # noqa: BLE001
+            result["error"] = exc
+
+    t = threading.Thread(target=first_try)
+    t.start()
+    time.sleep(3)
+    os.kill(jvm, signal.SIGKILL)
+    t.join(300)
+    assert isinstance(result.get("error"), connect.JobFailed | connect.ConnectUnavailable), result
+    assert store.current() == "v0001"
+    launch.wait_ready(server.url, timeout=180)
+    assert server.jvm_pid() != jvm  # restarted by the supervisor
+    assert "restarting" in server.log.read_text()
+
+    retried = _update(server, bucket, "p-00001", "v0002", "test/crash", attempt=2, wait_seconds=60)
+    assert retried["version"] == "v0002"
+    store.publish("v0002", expected_current="v0001")
+    assert store.read_manifest(store.current())["partitions"].count("p-00001") == 1
+    b, s = pipeline.open_bucket()
+    assert "p-00001" not in [p["id"] for p in pipeline.pending(b, s)["pending"]]
+    a, c = _arrays(store, "v0002"), _arrays(store, "vclean")
+    for table in a:
+        assert np.array_equal(a[table], c[table]), table  # the crash left no trace in the model
+    with pytest.raises(
+        connect.JobFailed, match="already"
+    ):  # the job refuses a partition in the base's lineage
+        _update(server, bucket, "p-00001", "v0003", "test/again")
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_killed_client_is_interrupted_by_the_retry(connect_server, bootstrapped):
+    server = connect_server
+    bucket, store = bootstrapped
+    base = store.current()
+    clean = _update(server, bucket, "p-00002", "vclean2", "test/clean2")
+    env = {**os.environ, launch.REMOTE_ENV: server.url, launch.SESSION_TAG_ENV: "test/killed#1"}
+    argv = [
+        sys.executable,
+        str(JOBS / "update.py"),
+        "--bucket",
+        str(bucket),
+        "--version",
+        "vkilled",
+        "--evaluate",
+        "--partition",
+        f"p-00002={bucket}/ratings/incoming/p-00002.csv",
+    ]
+    client = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    time.sleep(6)  # the session exists and its queries run (a clean update takes ~10 s here)
+    client.kill()
+    client.wait()
+    retried = _update(server, bucket, "p-00002", "vkilled", "test/killed", attempt=2)
+    assert retried["version"] == "vkilled" and retried["parent"] == base
+    assert clean["parent"] == base
+    a, c = _arrays(store, "vkilled"), _arrays(store, "vclean2")
+    for table in a:
+        assert np.array_equal(a[table], c[table]), table
