@@ -141,7 +141,8 @@ def spark_job(task_id: str, job: str, application_args, **kwargs):
 def connect_job(task_id: str, job: str, application_args):
     """``jobs/<job>.py application_args`` run by plain Python, attached to the Spark Connect server at
     ``$STREAMREC_SPARK_REMOTE`` (``streamrec.pipeline.connect.run_job``: fails cleanly when the server is down,
-    each try in its own session, earlier tries' queries interrupted first). No JVM in the Airflow worker."""
+    the task's lane of one long-lived session, what an earlier try left running interrupted first). No JVM in the
+    Airflow worker."""
     from airflow.sdk import task
 
     @task(task_id=task_id)
@@ -151,7 +152,7 @@ def connect_job(task_id: str, job: str, application_args):
         connect.run_job(
             JOBS / f"{job}.py",
             argv,
-            tag=f"{ti.dag_id}/{ti.run_id}/{ti.task_id}",
+            lane=f"{ti.dag_id}.{ti.task_id}",  # one at a time: the DAGs that use it have max_active_runs=1
             attempt=ti.try_number,
             python=PYTHON,
             wait_seconds=float(os.environ.get("STREAMREC_CONNECT_WAIT_SECONDS", 30)),

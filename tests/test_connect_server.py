@@ -1,19 +1,21 @@
 """The warm Spark of the update path: a real Spark Connect server (``python -m streamrec.launch.connect serve``,
 its supervisor restarting it), the real ``jobs/*.py`` attached to it as clients (``streamrec.pipeline.connect``).
 
-* the launcher's pure rules (session ids per try, the connection string, the server's command line);
+* the launcher's pure rules (a lane's session id, the connection string, the server's command line);
 * a server that is down: the job is not started, the error names the address and says the partition stays
   pending; nothing is written, and ``pipeline.pending`` still offers the partition;
 * over the server: bootstrap (ALS) and an update with its evaluation, recommendations included; the candidate is
   the same, bit for bit, as the one a second session computes for the same base and partition;
 * a server killed in the middle of an update: the try fails, the supervisor brings the server back, the retry
   writes the candidate, and once published the partition is in the lineage exactly once;
-* a client killed in the middle of an update (its task was killed): the retry interrupts what the killed try
-  left running in the server and writes the same candidate as a clean run.
+* a client killed while its query runs (its task was killed): the lane's next job interrupts that query and
+  writes the same candidate as a clean run.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import signal
 import subprocess
@@ -35,18 +37,13 @@ JOBS = REPO / "jobs"
 
 # --- the launcher's rules ---------------------------------------------------------------------------------------
 @pytest.mark.unit
-def test_session_ids_are_stable_per_try_and_list_the_earlier_tries():
-    a1, a2, a3 = (launch.session_id("dag/run/update", n) for n in (1, 2, 3))
-    assert len({a1, a2, a3}) == 3
-    assert launch.session_id("dag/run/update", 2) == a2  # a later try finds it again
-    assert launch.session_id("dag/other/update", 1) != a1
-    assert launch.previous_session_ids("dag/run/update", 3) == [a1, a2]
-    assert launch.previous_session_ids("dag/run/update", 1) == []
-    assert launch.parse_session_tag("dag/run#x/update#2") == ("dag/run#x/update", 2)
-    assert launch.parse_session_tag(None) is None
-    for bad in ("update", "update#0", "#1", "update#two"):
-        with pytest.raises(ValueError, match=launch.SESSION_TAG_ENV):
-            launch.parse_session_tag(bad)
+def test_a_lane_has_one_stable_session_id():
+    a = launch.session_id("streamrec_update.update")
+    assert a == launch.session_id(" streamrec_update.update ")  # every job of the lane finds it again
+    assert a != launch.session_id("streamrec_update.other")
+    assert len(a) == 36
+    with pytest.raises(ValueError, match=launch.SESSION_TAG_ENV):
+        launch.session_id(" ")
 
 
 @pytest.mark.unit
@@ -107,7 +104,7 @@ def bootstrapped(tmp_path_factory, connect_server):
             "--holdout-fraction",
             "0.1",
         ],
-        tag="test/bootstrap",
+        lane="test.bootstrap",
         url=connect_server.url,
         python=sys.executable,
     )
@@ -118,7 +115,7 @@ def bootstrapped(tmp_path_factory, connect_server):
 
 
 def _update(
-    server: ConnectServer, bucket: Path, pid: str, version: str, tag: str, attempt: int = 1, **kw
+    server: ConnectServer, bucket: Path, pid: str, version: str, lane: str, attempt: int = 1, **kw
 ) -> dict:
     return connect.run_job(
         JOBS / "update.py",
@@ -131,7 +128,7 @@ def _update(
             "--partition",
             f"{pid}={bucket}/ratings/incoming/{pid}.csv",
         ],
-        tag=tag,
+        lane=lane,
         attempt=attempt,
         url=server.url,
         python=sys.executable,
@@ -169,7 +166,7 @@ def test_server_down_fails_cleanly_and_leaves_the_partition_pending(bootstrapped
                 "--partition",
                 f"p-00001={bucket}/ratings/incoming/p-00001.csv",
             ],
-            tag="test/dead",
+            lane="test.dead",
             url=dead,
             wait_seconds=2,
         )
@@ -191,7 +188,7 @@ def test_update_over_connect_is_deterministic_and_publishes_once_after_a_server_
 
     bucket, store = bootstrapped
     monkeypatch.setenv("STREAMREC_BUCKET", str(bucket))
-    clean = _update(server, bucket, "p-00001", "vclean", "test/clean")
+    clean = _update(server, bucket, "p-00001", "vclean", "test.clean")
     assert clean["version"] == "vclean" and clean["partitions"] == ["p-00001"]
     assert (
         clean["metrics"]["validation"]["n"] > 0
@@ -204,7 +201,7 @@ def test_update_over_connect_is_deterministic_and_publishes_once_after_a_server_
 
     def first_try():
         try:
-            result["out"] = _update(server, bucket, "p-00001", "v0002", "test/crash", attempt=1)
+            result["out"] = _update(server, bucket, "p-00001", "v0002", "test.crash", attempt=1)
         except Exception as exc:  # noqa: BLE001
             result["error"] = exc
 
@@ -219,7 +216,7 @@ def test_update_over_connect_is_deterministic_and_publishes_once_after_a_server_
     assert server.jvm_pid() != jvm  # restarted by the supervisor
     assert "restarting" in server.log.read_text()
 
-    retried = _update(server, bucket, "p-00001", "v0002", "test/crash", attempt=2, wait_seconds=60)
+    retried = _update(server, bucket, "p-00001", "v0002", "test.crash", attempt=2, wait_seconds=60)
     assert retried["version"] == "v0002"
     store.publish("v0002", expected_current="v0001")
     assert store.read_manifest(store.current())["partitions"].count("p-00001") == 1
@@ -231,35 +228,71 @@ def test_update_over_connect_is_deterministic_and_publishes_once_after_a_server_
     with pytest.raises(
         connect.JobFailed, match="already"
     ):  # the job refuses a partition in the base's lineage
-        _update(server, bucket, "p-00001", "v0003", "test/again")
+        _update(server, bucket, "p-00001", "v0003", "test.again")
+
+
+_LONG_QUERY = """
+import sys, time
+from streamrec.spark.session import get_session
+spark = get_session("killed-try")
+print("attached", flush=True)
+spark.range(0, 10**12, 1, 2).selectExpr("sum(id % 7)").collect()  # minutes of work: killed long before
+"""
 
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_a_killed_client_is_interrupted_by_the_retry(connect_server, bootstrapped):
+def test_a_killed_client_is_interrupted_by_the_next_job_of_its_lane(connect_server, bootstrapped):
+    """A task killed while its query runs leaves that query running in the server; the lane's next job (the
+    retry) interrupts it before it computes anything, and writes the same candidate as a clean run."""
     server = connect_server
     bucket, store = bootstrapped
     base = store.current()
-    clean = _update(server, bucket, "p-00002", "vclean2", "test/clean2")
-    env = {**os.environ, launch.REMOTE_ENV: server.url, launch.SESSION_TAG_ENV: "test/killed#1"}
-    argv = [
-        sys.executable,
-        str(JOBS / "update.py"),
-        "--bucket",
-        str(bucket),
-        "--version",
-        "vkilled",
-        "--evaluate",
-        "--partition",
-        f"p-00002={bucket}/ratings/incoming/p-00002.csv",
-    ]
-    client = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    time.sleep(6)  # the session exists and its queries run (a clean update takes ~10 s here)
+    clean = _update(server, bucket, "p-00002", "vclean2", "test.clean2")
+    env = {**os.environ, launch.REMOTE_ENV: server.url, launch.SESSION_TAG_ENV: "test.killed"}
+    client = subprocess.Popen(
+        [sys.executable, "-c", _LONG_QUERY],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert client.stdout.readline().strip() == "attached"
+    time.sleep(3)  # the query runs in the server
     client.kill()
     client.wait()
-    retried = _update(server, bucket, "p-00002", "vkilled", "test/killed", attempt=2)
-    assert retried["version"] == "vkilled" and retried["parent"] == base
-    assert clean["parent"] == base
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        retried = _update(server, bucket, "p-00002", "vkilled", "test.killed", attempt=2)
+    assert "interrupted 1 operation(s) an earlier job of lane 'test.killed' left running" in out.getvalue()
+    assert retried["version"] == "vkilled" and retried["parent"] == base == clean["parent"]
     a, c = _arrays(store, "vkilled"), _arrays(store, "vclean2")
     for table in a:
         assert np.array_equal(a[table], c[table]), table
+
+
+_UDF_JOB = """
+from streamrec.spark.session import get_session
+spark = get_session("udf-job")
+df = spark.range(40).selectExpr("id % 4 as g", "id as v")
+print(df.groupBy("g").applyInPandas(lambda p: p.assign(v=p.v * 2), "g long, v long").count())
+"""
+
+
+def _daemons(server: ConnectServer) -> set[int]:
+    """The Python UDF daemons the server's JVM started (its ``pyspark.daemon`` children)."""
+    out = subprocess.run(["pgrep", "-P", str(server.jvm_pid()), "-f", "pyspark.daemon"], capture_output=True)
+    return {int(p) for p in out.stdout.split()}
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_the_jobs_of_a_lane_share_one_warm_python_daemon(connect_server):
+    """Spark 4.2 starts a Python daemon per Connect session and never stops it (SPARK-54055): the jobs of a lane
+    share one session, so the server gains one daemon for the lane, not one per job."""
+    env = {**os.environ, launch.REMOTE_ENV: connect_server.url, launch.SESSION_TAG_ENV: "test.udf-lane"}
+    before = _daemons(connect_server)
+    for _ in range(3):
+        run = subprocess.run([sys.executable, "-c", _UDF_JOB], env=env, capture_output=True, text=True)
+        assert run.returncode == 0 and run.stdout.strip().endswith("40"), run.stderr[-2000:]
+    assert len(_daemons(connect_server) - before) == 1

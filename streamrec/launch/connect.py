@@ -18,9 +18,13 @@ Settings (environment):
 * ``STREAMREC_CONNECT_MASTER``: the server's master (default ``$STREAMREC_SPARK_MASTER``, else ``local[2]``);
 * ``STREAMREC_CONNECT_DIR``: the server's working folder (checkpoints; default ``var/connect``).
 
-A session per job try: :func:`session_id` derives the session id from a tag (the version the job writes) and the
-try number, so try *n* can interrupt and release what tries 1..n-1 left running on the server
-(:func:`previous_session_ids`; a killed client's query keeps running in the server until it is interrupted).
+One session per lane: the jobs of one lane (the update DAG's ``update`` task: one at a time, ``max_active_runs=1``)
+share one long-lived Connect session, whose id is derived from the lane's name (:func:`session_id`). A job
+starts by interrupting whatever its lane still runs (a client killed with its task leaves its query running in
+the server) and clearing the lane's cache, and closes its client without releasing the session. Why one session
+and not one per try: Spark 4.2 starts one Python UDF daemon per Connect session and never stops it
+(SPARK-54055), so a session per update would leave a ~50 MB process behind per partition; a lane's session
+keeps one daemon, warm (its workers have numpy and streamrec imported already).
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 DEFAULT_PORT = 15002
 REMOTE_ENV = "STREAMREC_SPARK_REMOTE"
 SESSION_TAG_ENV = "STREAMREC_CONNECT_SESSION"
-"""Set by the launcher of a job try: ``<tag>#<try number>`` (:func:`session_id`)."""
+"""Set by the launcher of a lane's job: the lane's name (:func:`session_id`)."""
 _NAMESPACE = uuid.UUID("5f0c6a3e-6d1f-4a4e-9a57-2b0c5e7d9a11")
 
 
@@ -61,25 +65,12 @@ def host_port(url: str) -> tuple[str, int]:
     return (host or netloc, int(port) if port.isdigit() else DEFAULT_PORT) if host else (netloc, DEFAULT_PORT)
 
 
-def session_id(tag: str, attempt: int) -> str:
-    """The Connect session id of try ``attempt`` (1, 2, ...) of the job tagged ``tag``: stable, so a later try can
-    find it (a UUID, as Spark Connect requires)."""
-    return str(uuid.uuid5(_NAMESPACE, f"{tag}#{int(attempt)}"))
-
-
-def parse_session_tag(value: str | None) -> tuple[str, int] | None:
-    """``"<tag>#<n>"`` (``$STREAMREC_CONNECT_SESSION``) → (tag, n); None when unset."""
-    if not value:
-        return None
-    tag, sep, n = value.rpartition("#")
-    if not sep or not tag or not n.isdigit() or int(n) < 1:
-        raise ValueError(f"{SESSION_TAG_ENV}={value!r}: expected <tag>#<try number ≥ 1>")
-    return tag, int(n)
-
-
-def previous_session_ids(tag: str, attempt: int) -> list[str]:
-    """The session ids of the tries before ``attempt``: interrupted and released before this try writes."""
-    return [session_id(tag, a) for a in range(1, int(attempt))]
+def session_id(lane: str) -> str:
+    """The Connect session id of ``lane``: stable, so every job of the lane attaches to the same session (a
+    UUID, as Spark Connect requires)."""
+    if not lane or not lane.strip():
+        raise ValueError(f"{SESSION_TAG_ENV}: a lane name is required")
+    return str(uuid.uuid5(_NAMESPACE, lane.strip()))
 
 
 def reachable(url: str, timeout: float = 1.0) -> bool:
@@ -143,8 +134,8 @@ def server_command(
         "spark.sql.session.timeZone": "UTC",
         # a client that died (its task was killed) leaves its query detached: abandon it after 60 s, not 5 min
         "spark.connect.execute.manager.detachedTimeout": "60s",
-        # the session of a client that vanished without releasing it: dropped after 10 min idle (default 60)
-        "spark.connect.session.manager.defaultSessionTimeout": "10m",
+        # a lane's session lives as long as the server (jobs never release it; a closed id cannot be reused)
+        "spark.connect.session.manager.defaultSessionTimeout": "3650d",
     }
     if master.startswith("spark://"):
         # a standalone cluster: an application holds every core it is given until it ends (a long-lived server

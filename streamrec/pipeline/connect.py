@@ -7,9 +7,9 @@ The same job and the same argv as under ``spark-submit``; only the launcher diff
 * **a clear failure when the server is down**: checked before the job starts (one TCP connect); the task fails
   with the server's address and how to start it, nothing is written, the partition stays pending and the task's
   retry (or the next run) applies it once the server is back;
-* **no two tries writing the same candidate**: each try runs in its own Connect session, whose id is derived
-  from ``tag`` (the task instance) and the try number; the job interrupts and releases the sessions of the
-  earlier tries first (a client killed with its task leaves its query running in the server);
+* **no two tries writing the same candidate**: the jobs of a ``lane`` (the update task: one job at a time) share
+  one Connect session; a job first interrupts what the lane still runs (a client killed with its task leaves
+  its query running in the server), so a retry never writes beside its killed predecessor;
 * **the client dies with the task**: the job runs as a child process that gets SIGKILL when the task process
   dies (``PR_SET_PDEATHSIG``) and SIGTERM when the task is stopped.
 
@@ -48,14 +48,15 @@ def run_job(
     job: str | Path,
     argv: Sequence[str],
     *,
-    tag: str,
+    lane: str,
     attempt: int = 1,
     url: str | None = None,
     python: str | None = None,
     env: dict[str, str] | None = None,
     wait_seconds: float = 0.0,
 ) -> dict:
-    """Run ``python job *argv`` attached to the Connect server at ``url`` (default ``$STREAMREC_SPARK_REMOTE``).
+    """Run ``python job *argv`` attached to the Connect server at ``url`` (default ``$STREAMREC_SPARK_REMOTE``), in
+    the long-lived session of ``lane`` (jobs of one lane must run one at a time; ``attempt`` is only logged).
 
     ``wait_seconds``: how long to wait for a server that is (re)starting before giving up. Raises
     :class:`ConnectUnavailable` (nothing was run) or :class:`JobFailed` (the job's exit status and last lines).
@@ -74,9 +75,12 @@ def run_job(
             f"{connect.REMOTE_ENV} to run the job with spark-submit."
         ) from None
     env[connect.REMOTE_ENV] = url
-    env[connect.SESSION_TAG_ENV] = f"{tag}#{int(attempt)}"
+    env[connect.SESSION_TAG_ENV] = lane
     cmd = [python or env.get("STREAMREC_PYTHON") or sys.executable, str(job), *map(str, argv)]
-    print(f"streamrec: {' '.join(cmd[1:2])} over Spark Connect at {url} (session {tag}#{attempt})", flush=True)
+    print(
+        f"streamrec: {' '.join(cmd[1:2])} over Spark Connect at {url} (lane {lane}, try {attempt})",
+        flush=True,
+    )
     proc = subprocess.Popen(
         cmd,
         env=env,

@@ -91,17 +91,13 @@ def _connect_session(
     """A Spark Connect client session on the server at ``url`` (``streamrec.launch.connect``).
 
     Only runtime SQL confs can be set from a client; the master, memory, checkpoint folder, s3a and the UDF
-    workers' Python are the server's (``connect.server_command``). With ``$STREAMREC_CONNECT_SESSION`` (``<tag>#<try>``,
-    set by the launcher of a job try) the session id is derived from it, and what earlier tries of the same tag left
-    running on the server (a killed client's query goes on) is interrupted and released first, so two tries never
-    write the same candidate at once. The session is released when the process exits (its cached frames go).
+    workers' Python are the server's (``connect.server_command``). With ``$STREAMREC_CONNECT_SESSION`` (a lane,
+    set by ``streamrec.pipeline.connect.run_job``) the client attaches to the lane's long-lived session: it first
+    interrupts what the lane still runs (a killed try's query goes on in the server until interrupted, and the
+    lane runs one job at a time) and drops the lane's cache, and at exit it closes the client without releasing
+    the session (``launch.connect``: why). Without a lane: a session of its own, released at exit.
     """
-    tagged = connect.parse_session_tag(os.environ.get(connect.SESSION_TAG_ENV))
-    params = ""
-    if tagged:
-        for old in connect.previous_session_ids(*tagged):
-            _interrupt_session(url, old)
-        params = f"/;session_id={connect.session_id(*tagged)}"
+    lane = os.environ.get(connect.SESSION_TAG_ENV, "").strip()
     conf = {
         "spark.sql.shuffle.partitions": str(
             shuffle_partitions or os.environ.get("STREAMREC_SHUFFLE_PARTITIONS", 4)
@@ -111,49 +107,27 @@ def _connect_session(
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         **(extra_conf or {}),
     }
-    try:
-        spark = _connect_builder(url + params, conf).create()
-    except Exception as exc:
-        if "SESSION_CLOSED" not in str(exc):
-            raise
-        # this try's id was used and released already (a job re-run by hand with the same tag): a fresh one
-        spark = _connect_builder(url, conf).create()
+    builder = SparkSession.builder.remote(url + (f"/;session_id={connect.session_id(lane)}" if lane else ""))
+    for k, v in conf.items():
+        builder = builder.config(k, v)
+    spark = builder.create()
+    if lane:
+        interrupted = spark.interruptAll()
+        if interrupted:
+            print(
+                f"streamrec: interrupted {len(interrupted)} operation(s) an earlier job of lane {lane!r} left running",
+                file=sys.stderr,
+                flush=True,
+            )
+        spark.catalog.clearCache()
+        spark.release_session_on_close = False  # the lane's session outlives this job
     spark.addTag(app_name)
-    atexit.register(_release, spark)
+    atexit.register(_close, spark)
     return spark
 
 
-def _connect_builder(url: str, conf: dict[str, str]):
-    from pyspark.sql.connect.session import SparkSession as ConnectSession
-
-    # a create() that failed (a closed session id) has already made its session the default and active one, and
-    # pyspark.sql.functions would use it: forget it so the session created next is the one used
-    with ConnectSession._lock:
-        ConnectSession._default_session = None
-    ConnectSession._active_session.session = None
-    builder = SparkSession.builder.remote(url)
-    for k, v in conf.items():
-        builder = builder.config(k, v)
-    return builder
-
-
-def _interrupt_session(url: str, sid: str) -> None:
-    """Interrupt every operation of session ``sid`` on the server and release it (gone already: nothing to do)."""
-    try:
-        old = SparkSession.builder.remote(f"{url}/;session_id={sid}").create()
-    except Exception:  # noqa: BLE001 - a closed or unknown session: nothing of it runs
-        return
-    with contextlib.suppress(Exception):
-        interrupted = old.interruptAll()
-        if interrupted:
-            print(
-                f"streamrec: interrupted {len(interrupted)} operation(s) of an earlier try", file=sys.stderr
-            )
-    _release(old)
-
-
-def _release(spark: SparkSession) -> None:
-    with contextlib.suppress(Exception):  # the server may be gone; the session then times out there
+def _close(spark: SparkSession) -> None:
+    with contextlib.suppress(Exception):  # the server may be gone
         spark.stop()
 
 
