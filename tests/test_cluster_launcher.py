@@ -202,3 +202,31 @@ def test_log_files_cover_master_worker_executor_and_airflow_logs(tmp_path):
         "airflow/logs/dag_id=x/run_id=y/task_id=z/attempt=1.log",
         "logs/postgres.log",
     }
+
+
+def test_connect_server_is_stopped_when_its_master_forgot_it(capsys):
+    """A standalone master that restarts forgets its applications; the Connect server's driver would wait for a
+    reconnection for ever (its port still answering). ``serve``'s watch stops it after the grace period, so its
+    supervisor starts it again (registered anew); a master that takes it back (recovery) cancels the watch."""
+    from streamrec.launch import connect
+
+    def child(lines: str, sleep: float) -> subprocess.Popen:
+        code = f"import sys, time\nprint({lines!r}, flush=True)\ntime.sleep({sleep})\n"
+        return subprocess.Popen(
+            [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+
+    t0 = time.monotonic()
+    lost = child(
+        "WARN StandaloneSchedulerBackend: Disconnected from Spark cluster! Waiting for reconnection...", 60
+    )
+    assert connect._watch_master(lost, grace=1.0) == -signal.SIGTERM
+    assert time.monotonic() - t0 < 20
+    out = capsys.readouterr().out
+    assert "Disconnected from Spark cluster" in out, "the server's output is copied through"
+    assert "stopping the server so that it registers again" in out
+    back = child(
+        "Disconnected from Spark cluster!\nINFO StandaloneAppClient: Master has changed, new master is at x\nok",
+        3,
+    )
+    assert connect._watch_master(back, grace=1.0) == 0

@@ -45,6 +45,9 @@ from streamrec.launch import jvm, s3a
 SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 DEFAULT_PORT = 15002
 REMOTE_ENV = "STREAMREC_SPARK_REMOTE"
+MASTER_LOST = "Disconnected from Spark cluster"
+MASTER_BACK = "Master has changed, new master is at"
+"""The driver's log lines when its standalone master goes away and when a (recovered) master takes it back."""
 SESSION_TAG_ENV = "STREAMREC_CONNECT_SESSION"
 """Set by the launcher of a lane's job: the lane's name (:func:`session_id`)."""
 _NAMESPACE = uuid.UUID("5f0c6a3e-6d1f-4a4e-9a57-2b0c5e7d9a11")
@@ -160,9 +163,57 @@ def server_command(
     return cmd
 
 
-def serve(argv_conf: Mapping[str, str] | None = None, restart_delay: float = 2.0, once: bool = False) -> int:
+def _watch_master(child: subprocess.Popen, grace: float) -> int:
+    """Copy the server's output through and stop it once it has been cut off from its standalone master for
+    ``grace`` seconds; returns its exit status.
+
+    A standalone master that restarts (no recovery mode) forgets its applications, and the server's driver waits
+    for a reconnection that never comes: its port still answers, its queries wait for executors for ever. Stopped,
+    it is started again by its supervisor and registers with the master anew."""
+    import threading
+
+    lost: list[float] = []
+
+    def pump() -> None:
+        assert child.stdout is not None
+        for line in child.stdout:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+            if MASTER_LOST in line and not lost:
+                lost.append(time.monotonic())
+            elif MASTER_BACK in line:
+                lost.clear()
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    while child.poll() is None:
+        if lost and time.monotonic() - lost[0] > grace:
+            print(
+                f"streamrec-connect: cut off from the standalone master for {grace:.0f} s (a restarted master "
+                "forgets its applications): stopping the server so that it registers again",
+                flush=True,
+            )
+            child.terminate()
+            try:
+                child.wait(30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+            break
+        time.sleep(1)
+    code = child.wait()
+    reader.join(5)
+    return code
+
+
+def serve(
+    argv_conf: Mapping[str, str] | None = None,
+    restart_delay: float = 2.0,
+    once: bool = False,
+    master_grace: float = 60.0,
+) -> int:
     """Run the server in the foreground and restart it when it exits (the supervisor of ``scripts/connect-server``;
-    compose and the cluster launcher restart it themselves and pass ``once``). SIGTERM stops it for good."""
+    compose and the cluster launcher restart it themselves and pass ``once``). SIGTERM stops it for good. On a
+    standalone master it also ends when it has lost that master for ``master_grace`` s (:func:`_watch_master`)."""
     cmd = server_command(**(argv_conf or {}))
     Path(os.environ.get("STREAMREC_CONNECT_DIR") or "var/connect").mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "SPARK_LOCAL_IP": os.environ.get("SPARK_LOCAL_IP", "127.0.0.1")}
@@ -184,8 +235,14 @@ def serve(argv_conf: Mapping[str, str] | None = None, restart_delay: float = 2.0
     while True:
         starts += 1
         print(f"streamrec-connect: start {starts}: {' '.join(cmd)}", flush=True)
-        child = subprocess.Popen(cmd, env=env)
-        code = child.wait()
+        if cmd[cmd.index("--master") + 1].startswith("spark://"):
+            child = subprocess.Popen(
+                cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
+            )
+            code = _watch_master(child, master_grace)
+        else:
+            child = subprocess.Popen(cmd, env=env)
+            code = child.wait()
         if stopping or once:
             return code if not stopping else 0
         print(
