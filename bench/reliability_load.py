@@ -627,9 +627,14 @@ def run_scheduler_restart(
     timeout: float = 420,
     keep: bool = False,
     freshness_rows: int = 0,
+    connect_url: str | None = None,
 ) -> dict:
     """Kill the scheduler's process tree (SIGKILL) while an update run's Spark job is running, start the
     scheduler again, wait until every partition is applied; compare with a clean run (module docstring).
+
+    With ``connect_url`` (``sc://host:port``, as the stacks run it) the jobs attach to that Spark Connect server:
+    the update task's job is then a Connect client, killed with the scheduler's tree while its query goes on in
+    the server, and the retry must interrupt it (``streamrec.spark.session``: a lane's next job) before writing.
 
     With ``freshness_rows`` > 0, afterwards (the checks already taken), ``bench/freshness.py`` measures one more
     partition of that many ratings on the same running Airflow (:func:`run_freshness`; ``out["freshness"]``):
@@ -639,9 +644,22 @@ def run_scheduler_restart(
     work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="streamrec-restart-"))
     work.mkdir(parents=True, exist_ok=True)
     bucket_dir, ref_dir = work / "bucket", work / "reference"
-    stack = Stack(work / "airflow", bucket_dir, STREAMREC_MAX_PARTITIONS_PER_RUN=str(per_run), **FAULT_ENV)
+    connect_env = {"STREAMREC_SPARK_REMOTE": connect_url} if connect_url else {}
+    stack = Stack(
+        work / "airflow",
+        bucket_dir,
+        STREAMREC_MAX_PARTITIONS_PER_RUN=str(per_run),
+        **FAULT_ENV,
+        **connect_env,
+    )
     timings: dict[str, float] = {}
-    out: dict = {"fault": "scheduler restart", "survived": False, "checks": {}, "workdir": str(work)}
+    out: dict = {
+        "fault": "scheduler restart",
+        "survived": False,
+        "checks": {},
+        "workdir": str(work),
+        "spark_path": "connect" if connect_url else "spark-submit",
+    }
     t_all = time.time()
     try:
         mig = stack.migrate()
@@ -849,9 +867,16 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="with --scheduler-restart: then bench/freshness.py on one partition of N ratings (0: no)",
     )
+    ap.add_argument(
+        "--connect",
+        metavar="sc://HOST:PORT",
+        help="with --scheduler-restart: the jobs attach to this Spark Connect server (scripts/connect-server)",
+    )
     args = ap.parse_args(argv)
     if args.scheduler_restart:
-        res = run_scheduler_restart(workdir=args.workdir, freshness_rows=args.freshness_rows)
+        res = run_scheduler_restart(
+            workdir=args.workdir, freshness_rows=args.freshness_rows, connect_url=args.connect
+        )
     else:
         res = run_load(
             args.partitions, args.partition_size, args.per_run, workdir=args.workdir, timeout=args.timeout

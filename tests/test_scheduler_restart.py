@@ -2,9 +2,11 @@
 incoming/ watcher) as separate processes (SQLite, LocalExecutor), a small model bootstrapped with ``jobs/bootstrap.py``, four partitions
 dropped, two applied per update run (``STREAMREC_MAX_PARTITIONS_PER_RUN=2``).
 
-While the first run's ``update`` task is running its Spark job (as soon as the job starts writing its candidate
-version), the scheduler and everything it started (LocalExecutor workers, the task runner, ``spark-submit`` and
-the Spark driver) are killed with SIGKILL: a scheduler crash as it happens to a container or pod (OOM kill, node
+The jobs attach to a Spark Connect server (``conftest.connect_server``), as on the stacks ``make airflow-up`` and
+``make cluster-up`` start (``tests/test_faults.py`` kills ``spark-submit`` drivers). While the first run's
+``update`` task is running its job (as soon as the job starts writing its candidate version), the scheduler and
+everything it started (LocalExecutor workers, the task runner, the job's Connect client, whose query goes on in
+the server until the retry interrupts it) are killed with SIGKILL: a scheduler crash as it happens to a container or pod (OOM kill, node
 loss), not a graceful SIGTERM. The scheduler is started again and the test waits until every partition is
 applied. The scenario is ``bench/reliability_load.py:run_scheduler_restart`` (the benchmark reports the same
 checks); the task-heartbeat and orphan timeouts are lowered there (30 s / 20 s instead of 300 s) so the test
@@ -43,14 +45,18 @@ FRESHNESS_ROWS = 1000
 
 
 @pytest.fixture(scope="module")
-def outcome(tmp_path_factory):
+def outcome(tmp_path_factory, connect_server):
     if shutil.which("java") is None:
         pytest.skip("needs Java for Spark")
     sys.path.insert(0, str(REPO / "bench"))
     from reliability_load import run_scheduler_restart
 
     t0 = time.time()
-    res = run_scheduler_restart(workdir=tmp_path_factory.mktemp("restart"), freshness_rows=FRESHNESS_ROWS)
+    res = run_scheduler_restart(
+        workdir=tmp_path_factory.mktemp("restart"),
+        freshness_rows=FRESHNESS_ROWS,
+        connect_url=connect_server.url,  # as the stacks run it: the update task attaches to the warm Spark
+    )
     res["test_seconds"] = round(time.time() - t0, 1)
     print(json.dumps(res, indent=1, default=str))
     assert "error" not in res, res.get("error")
