@@ -1,4 +1,5 @@
-"""The bad-input corpus through the real update DAG (Airflow ``dag.test()``, real ``spark-submit``, a local bucket),
+"""The bad-input corpus through the real update DAG (Airflow ``dag.test()``, the update job attached to a real
+Spark Connect server as on the stacks, a local bucket),
 with fake secrets in the environment that must never show up in a log or a report.
 
 Bootstrap a model from generated data, drop the corpus into ``ratings/incoming/`` and run ``streamrec_update``
@@ -17,7 +18,7 @@ applied (in the published lineage) or quarantined with the documented reason, li
 (``AIRFLOW_CONN_STREAMREC_SECRET_PROBE``, which the driver also reads through Airflow's connection API) are
 set to recognisable random values; none appears anywhere under ``AIRFLOW_HOME``, in the bucket (reports,
 manifests, quarantine) or in the driver's output. ``dag.test()`` runs the tasks in the driver process and writes
-no per-task log files: every task's log lines (Airflow's, the task's prints, ``spark-submit``'s output) go to the
+no per-task log files: every task's log lines (Airflow's, the task's prints, the jobs' output) go to the
 driver's output, which is therefore the log that is scanned (~350,000 characters for this run).
 
 This file is also the driver: ``python tests/test_corpus_dag.py WORKDIR`` (run in the Airflow environment).
@@ -96,7 +97,7 @@ def driver(work: Path) -> None:
 # ----------------------------------------------------------------------------------------------------------------
 @pytest.mark.integration
 @pytest.mark.slow
-def test_corpus_through_the_update_dag(tmp_path):
+def test_corpus_through_the_update_dag(tmp_path, connect_server):
     from streamrec.pipeline.contract import list_incoming
     from streamrec.storage.bucket import Bucket
 
@@ -105,7 +106,9 @@ def test_corpus_through_the_update_dag(tmp_path):
     password = f"corpus-conn-pw-{secrets.token_hex(12)}"
     home = tmp_path / "airflow"
     home.mkdir()
-    env = airflow_env(home, tmp_path / "bucket")
+    # the update job attaches to the warm Spark, as on the stacks: over Spark Connect it reads the files' heads
+    # through pyarrow (no JVM gateway in a Connect client), the path every accepted entry must pass
+    env = airflow_env(home, tmp_path / "bucket", STREAMREC_SPARK_REMOTE=connect_server.url)
     env.update(
         AWS_SECRET_ACCESS_KEY=secret,
         AWS_ACCESS_KEY_ID=key_id,

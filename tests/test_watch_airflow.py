@@ -74,7 +74,7 @@ def _events_of(api, run_id: str) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def scenario(tmp_path_factory):
+def scenario(tmp_path_factory, connect_server):
     if shutil.which("java") is None:
         pytest.skip("needs Java for Spark")
     sys.path.insert(0, str(REPO / "bench"))
@@ -93,6 +93,7 @@ def scenario(tmp_path_factory):
         STREAMREC_UPDATE_FALLBACK_SECONDS="3600",
         STREAMREC_WATCH_POLL_SECONDS="1",
         STREAMREC_MAX_PARTITIONS_PER_RUN="1",
+        STREAMREC_SPARK_REMOTE=connect_server.url,  # the update attaches to the warm Spark, as on the stacks
     )
     out: dict = {"timings_s": {}}
     t_all = time.time()
