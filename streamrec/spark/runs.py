@@ -20,7 +20,7 @@ from streamrec.core import ranking
 from streamrec.core.params import BootstrapParams, UpdateParams
 from streamrec.core.ranking import RankingRule
 from streamrec.core.schema import HALF_STAR, RatingScale
-from streamrec.spark import bootstrap, evaluate, recommend, seen, split, update
+from streamrec.spark import evaluate, recommend, seen, split, update
 from streamrec.spark.model import FactorModel, load_model, write_model
 from streamrec.spark.ratings import read_ratings
 from streamrec.spark.schema import RATINGS_SCHEMA
@@ -136,6 +136,8 @@ def bootstrap_version(
     t0 = time.perf_counter()
     everything = read_ratings(spark, list(ratings), scale)
     df, validation = _hold_out(everything, holdout, "history" if kind == "bootstrap" else None)
+    from streamrec.spark import bootstrap  # pyspark.ml: not imported by the update path (its hot path)
+
     model = bootstrap.fit(df, p)
     fit_seconds = round(time.perf_counter() - t0, 3)
     tables, ranking_info = side_tables(model, seen.build(everything), rule, scale)
