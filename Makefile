@@ -39,7 +39,7 @@ bench: setup      ## accuracy and streaming benchmarks (MovieLens when ../shared
 	$(PY) bench/accuracy.py
 	$(PY) bench/stream.py
 
-airflow-up: setup     ## start Airflow standalone in the background (prints UI URL and where the password is)
+airflow-up: setup     ## start Airflow standalone and the Spark Connect server in the background (prints UI URL and where the password is)
 	@scripts/airflow-up
 
 airflow-down:         ## stop exactly what airflow-up started (its recorded process group)
