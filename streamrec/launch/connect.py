@@ -135,6 +135,8 @@ def server_command(
         "spark.ui.enabled": env.get("STREAMREC_SPARK_UI", "false"),
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.session.timeZone": "UTC",
+        # INFO logs every operation of every session: a long-lived server's log would grow without end
+        "spark.log.level": env.get("STREAMREC_SPARK_LOG_LEVEL", "WARN"),
         # a client that died (its task was killed) leaves its query detached: abandon it after 60 s, not 5 min
         "spark.connect.execute.manager.detachedTimeout": "60s",
         # a lane's session lives as long as the server (jobs never release it; a closed id cannot be reused)
