@@ -135,8 +135,6 @@ def server_command(
         "spark.ui.enabled": env.get("STREAMREC_SPARK_UI", "false"),
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.session.timeZone": "UTC",
-        # INFO logs every operation of every session: a long-lived server's log would grow without end
-        "spark.log.level": env.get("STREAMREC_SPARK_LOG_LEVEL", "WARN"),
         # a client that died (its task was killed) leaves its query detached: abandon it after 60 s, not 5 min
         "spark.connect.execute.manager.detachedTimeout": "60s",
         # a lane's session lives as long as the server (jobs never release it; a closed id cannot be reused)
@@ -156,6 +154,10 @@ def server_command(
                 "spark.dynamicAllocation.cachedExecutorIdleTimeout": "60s",
             }
         )
+    if master.startswith("local"):
+        # INFO logs every operation of every session: a long-lived server's log would grow without end. (On a
+        # standalone master INFO stays: _watch_master reads the driver's "Master has changed" INFO line.)
+        conf["spark.log.level"] = env.get("STREAMREC_SPARK_LOG_LEVEL", "WARN")
     cmd = [str(submit), "--class", SERVER_CLASS, "--name", "streamrec-connect", "--master", master]
     cmd += ["--driver-memory", driver_memory or env.get("STREAMREC_CONNECT_MEMORY", "2g")]
     if s3 if s3 is not None else s3a.uses_s3(env.get("STREAMREC_BUCKET")):
