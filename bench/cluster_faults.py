@@ -9,14 +9,18 @@ bucket is put back as the bootstrap left it, the update DAG paused meanwhile), t
 ``ratings/incoming/`` and folded in by the update DAG:
 
 * ``clean``: nothing happens; its model is the reference;
+The update runs over the ``spark-connect`` service (a Spark Connect server: application ``streamrec-connect`` on
+the master, executors on the workers while a job runs); the update job is its client (``docs/STREAMING.md`` §3).
+
 * ``spark_worker_killed``: worker 1's process group (the worker JVM, its executor, the executor's Python workers)
-  gets SIGKILL while the first update's application runs with executors on both workers; its supervisor restarts
-  it (compose's ``restart: always``);
+  gets SIGKILL while an update job runs with the server's executors on both workers; its supervisor restarts
+  it (compose's ``restart: always``); the server's application survives;
 * ``spark_master_down``: the master is stopped before the drop; the update task must fail with a clear error in
-  its log (what spark-submit says about the master), nothing may be published or quarantined, the partitions stay
-  pending; the master is started again after the update DAG has failed and the partitions are picked up;
+  its log (the server it needs is cut off from the master and restarted: "no Spark Connect server answers",
+  or the job's failure), nothing may be published or quarantined, the partitions stay pending; the master is
+  started again after the update DAG has failed and the partitions are picked up;
 * ``postgres_restarted``: PostgreSQL (Airflow's metadata) is stopped (fast shutdown) and started while the first
-  update's Spark application runs.
+  update's job runs.
 
 Checks for each: the final model equals the clean run's bit for bit (``reliability_faults.compare``: ids,
 counts, biases, factors, mu, n), its lineage holds each partition exactly once, in order, and nothing is
@@ -130,33 +134,65 @@ class World:
         return checks, details, arrays
 
 
-def _active_update_app(c: cl.Private) -> dict | None:
+CONNECT_APP = "streamrec-connect"
+"""The update's Spark application: the long-lived Spark Connect server (``spark-connect`` service); the update
+job is a client of it, so the update runs on that application's executors, not as an application of its own."""
+
+
+def _connect_app(c: cl.Private) -> dict | None:
+    """The Connect server's application on the master, with ``running_on``: the alive workers where it has a
+    running executor now (dynamic allocation: it holds executors only while a job runs)."""
+    import urllib.request
+
     state = cl.spark_state(c.topology())
-    return next((a for a in state["activeapps"] if a["name"] == "streamrec-update"), None)
+    app = next((a for a in state["activeapps"] if a["name"] == CONNECT_APP), None)
+    if app is None:
+        return None
+    running = set()
+    for w in state["workers"]:
+        if w.get("state") != "ALIVE":
+            continue
+        try:
+            with urllib.request.urlopen(w["webuiaddress"].rstrip("/") + "/json/", timeout=10) as r:
+                ws = json.load(r)
+        except OSError:
+            continue
+        if any(ex["appid"] == app["id"] for ex in ws.get("executors", [])):
+            running.add(w["id"])
+    return {**app, "running_on": sorted(running)}
+
+
+def _update_job_running() -> bool:
+    """An update task's Connect client (``python jobs/update.py``) is running on this machine."""
+    import subprocess
+
+    return subprocess.run(["pgrep", "-f", "jobs/update.py"], capture_output=True).returncode == 0
 
 
 def _wait_update_app(c: cl.Private, both_workers: bool, timeout: float = 1800) -> dict:
+    """Wait until an update job runs with the Connect server's executors on both workers (or on one)."""
     t0 = time.time()
     while time.time() - t0 < timeout:
-        app = _active_update_app(c)
-        if app and (not both_workers or len(app["workers"]) == 2):
+        app = _connect_app(c) if _update_job_running() else None
+        if app and len(app["running_on"]) >= (2 if both_workers else 1):
             return app
         time.sleep(1)
-    raise TimeoutError("no update application with executors on both workers")
+    raise TimeoutError("no update job with the Connect server's executors on both workers")
 
 
 def fault_worker_killed(w: World, reference: Any) -> dict:
     w.reset()
     w.drop()
     app = _wait_update_app(w.c, both_workers=True)
-    time.sleep(8)  # into its tasks (executors registered, the partition being read)
-    running = _active_update_app(w.c)
+    time.sleep(3)  # into its tasks (executors registered, the partition being read)
+    running = _update_job_running()
     r = w.c.launcher("kill", "spark-worker-1")
     killed_at = time.time()
     checks, details, _ = w.outcome(reference)
     state = cl.spark_state(w.c.topology())
     after = next(a for a in state["completedapps"] + state["activeapps"] if a["id"] == app["id"])
-    checks["killed_while_the_update_ran"] = running is not None and running["id"] == app["id"]
+    checks["killed_while_the_update_ran"] = running
+    checks["connect_server_survived"] = after["state"] == "RUNNING" and after in state["activeapps"]
     checks["worker_back"] = state["aliveworkers"] == 2
     details.update(
         app=app["id"],
@@ -179,6 +215,14 @@ def _failed_update_runs(w: World, since: float) -> list[dict]:
     ]
 
 
+CLEAR_ERRORS = (
+    "All masters are unresponsive",  # spark-submit's own words (the batch jobs)
+    "Failed to connect to master",
+    "no Spark Connect server answers at",  # the update: its server, cut off from the master, is being restarted
+    "exited with status",  # the update job failed: its last lines follow in the task log
+)
+
+
 def fault_master_down(w: World, reference: Any) -> dict:
     from streamrec import pipeline
 
@@ -197,7 +241,7 @@ def fault_master_down(w: World, reference: Any) -> dict:
         )
     )
     text = "\n".join(p.read_text(errors="replace") for p in logs if p.stat().st_mtime >= t_drop)
-    clear = [m for m in ("All masters are unresponsive", "Failed to connect to master") if m in text]
+    clear = [m for m in CLEAR_ERRORS if m in text]
     checks = {
         "update_failed_while_master_down": bool(failed),
         "clear_error_in_task_log": bool(clear),
