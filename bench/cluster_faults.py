@@ -76,13 +76,18 @@ class World:
         self.snapshot = {o.key: self.bucket.read_bytes(o.key) for o in self.bucket.list("")}
 
     def reset(self) -> None:
-        """The bucket as the bootstrap left it (update DAG paused; its running runs finished first). A run the
+        """The bucket as the bootstrap left it (update DAG paused; its running runs finished first). Running runs
+        are waited for *before* the pause: the scheduler schedules no task of a paused DAG, so a run paused before
+        its last task (``report``, after the publish the previous fault waited for) would stay running. A run the
         fallback schedule queued stays queued while the DAG is paused (it then applies what is pending, as any
         run would): only *running* runs are waited for."""
-        self.api.patch("/api/v2/dags/streamrec_update", {"is_paused": True})
         deadline = time.time() + 900
         while self.api.active_runs("streamrec_update", states=("running",)) and time.time() < deadline:
-            time.sleep(5)
+            time.sleep(2)
+        self.api.patch("/api/v2/dags/streamrec_update", {"is_paused": True})
+        deadline = time.time() + 60  # a run that started just before the pause finds nothing: let it end
+        while self.api.active_runs("streamrec_update", states=("running",)) and time.time() < deadline:
+            time.sleep(2)
         for o in list(self.bucket.list("")):
             if o.key not in self.snapshot:
                 self.bucket.delete(o.key)
