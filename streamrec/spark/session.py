@@ -56,14 +56,9 @@ def get_session(
         master = master or os.environ.get("STREAMREC_SPARK_MASTER", "local[2]")
         builder = builder.master(master)
     conf = {
-        "spark.sql.shuffle.partitions": str(
-            shuffle_partitions or os.environ.get("STREAMREC_SHUFFLE_PARTITIONS", 4)
-        ),
+        **_sql_conf(shuffle_partitions),
         "spark.ui.enabled": os.environ.get("STREAMREC_SPARK_UI", "false"),
-        "spark.sql.session.timeZone": "UTC",
-        "spark.sql.adaptive.enabled": "true",
         "spark.driver.memory": os.environ.get("STREAMREC_DRIVER_MEMORY", "4g"),
-        "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.ui.showConsoleProgress": "false",
         "spark.log.level": os.environ.get("STREAMREC_SPARK_LOG_LEVEL", "WARN"),
     }
@@ -85,6 +80,19 @@ def get_session(
     return spark
 
 
+def _sql_conf(shuffle_partitions: int | None) -> dict[str, str]:
+    """The session's SQL settings, the same for a classic session and a Connect client (runtime confs: the only
+    ones a client may set)."""
+    return {
+        "spark.sql.shuffle.partitions": str(
+            shuffle_partitions or os.environ.get("STREAMREC_SHUFFLE_PARTITIONS", 4)
+        ),
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.adaptive.enabled": "true",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+    }
+
+
 def _connect_session(
     url: str, app_name: str, shuffle_partitions: int | None, extra_conf: dict[str, str] | None
 ) -> SparkSession:
@@ -98,15 +106,7 @@ def _connect_session(
     the session (``launch.connect``: why). Without a lane: a session of its own, released at exit.
     """
     lane = os.environ.get(connect.SESSION_TAG_ENV, "").strip()
-    conf = {
-        "spark.sql.shuffle.partitions": str(
-            shuffle_partitions or os.environ.get("STREAMREC_SHUFFLE_PARTITIONS", 4)
-        ),
-        "spark.sql.session.timeZone": "UTC",
-        "spark.sql.adaptive.enabled": "true",
-        "spark.sql.execution.arrow.pyspark.enabled": "true",
-        **(extra_conf or {}),
-    }
+    conf = {**_sql_conf(shuffle_partitions), **(extra_conf or {})}
     builder = SparkSession.builder.remote(url + (f"/;session_id={connect.session_id(lane)}" if lane else ""))
     for k, v in conf.items():
         builder = builder.config(k, v)
