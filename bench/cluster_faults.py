@@ -145,26 +145,10 @@ job is a client of it, so the update runs on that application's executors, not a
 
 
 def _connect_app(c: cl.Private) -> dict | None:
-    """The Connect server's application on the master, with ``running_on``: the alive workers where it has a
-    running executor now (dynamic allocation: it holds executors only while a job runs)."""
-    import urllib.request
-
+    """The Connect server's application on the master (``running_on``: the workers where it has an executor now;
+    dynamic allocation: it holds executors only while a job runs)."""
     state = cl.spark_state(c.topology())
-    app = next((a for a in state["activeapps"] if a["name"] == CONNECT_APP), None)
-    if app is None:
-        return None
-    running = set()
-    for w in state["workers"]:
-        if w.get("state") != "ALIVE":
-            continue
-        try:
-            with urllib.request.urlopen(w["webuiaddress"].rstrip("/") + "/json/", timeout=10) as r:
-                ws = json.load(r)
-        except OSError:
-            continue
-        if any(ex["appid"] == app["id"] for ex in ws.get("executors", [])):
-            running.add(w["id"])
-    return {**app, "running_on": sorted(running)}
+    return next((a for a in state["activeapps"] if a["name"] == CONNECT_APP), None)
 
 
 def _update_job_running() -> bool:

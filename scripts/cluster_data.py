@@ -192,8 +192,9 @@ def restore_bucket(home: Path, topo: cs.Topology) -> None:
 
 
 def spark_state(topo: cs.Topology) -> dict:
-    """The Spark master's JSON status, each application with the workers its executors ran on (from each alive
-    worker's JSON status: ``executors`` and ``finishedexecutors`` name their application)."""
+    """The Spark master's JSON status, each application with the workers its executors ran on (``workers``) and
+    the workers where it has an executor now (``running_on``), from each alive worker's JSON status
+    (``executors`` and ``finishedexecutors`` name their application)."""
     import urllib.request
 
     def get(url: str) -> dict:
@@ -202,6 +203,7 @@ def spark_state(topo: cs.Topology) -> dict:
 
     master = get(f"http://127.0.0.1:{topo.port('spark-master', 8080)}/json/")
     on: dict[str, set[str]] = {}
+    running: dict[str, set[str]] = {}  # executors alive now (a long-lived application releases idle ones)
     for w in master["workers"]:
         # a worker restarted under a new id keeps its old, DEAD entry (same UI port): alive ones only
         if w.get("state") != "ALIVE":
@@ -212,8 +214,11 @@ def spark_state(topo: cs.Topology) -> dict:
             continue
         for ex in ws.get("executors", []) + ws.get("finishedexecutors", []):
             on.setdefault(ex["appid"], set()).add(w["id"])
+        for ex in ws.get("executors", []):
+            running.setdefault(ex["appid"], set()).add(w["id"])
     for app in master.get("activeapps", []) + master.get("completedapps", []):
         app["workers"] = sorted(on.get(app["id"], ()))
+        app["running_on"] = sorted(running.get(app["id"], ()))
     return master
 
 
