@@ -27,6 +27,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
+class _DatabaseBusy(RuntimeError):
+    """HTTP 5xx "Database error" from the API server (SQLite busy under Airflow standalone)."""
+
+
 class Api:
     """A minimal Airflow 3 REST client (``/auth/token`` bearer token, JSON in and out)."""
 
@@ -34,7 +38,30 @@ class Api:
         self.base, self.user, self.password = base.rstrip("/"), user, password
         self.token: str | None = None
 
-    def _call(self, method: str, path: str, body: dict | None = None, auth: bool = True) -> dict:
+    # Airflow standalone keeps its metadata in SQLite: while the scheduler holds the write lock (seen right after
+    # start-up, when it catches up a scheduled run), a request can fail with HTTP 500 "Database error" (the busy
+    # timeout). The transaction was rolled back, so the call is retried; a POST only where it is idempotent
+    # (``trigger`` names its run id).
+    RETRIES, RETRY_WAIT = 4, 3.0
+
+    def _call(
+        self, method: str, path: str, body: dict | None = None, auth: bool = True, retry: bool | None = None
+    ) -> dict:
+        retry = method != "POST" if retry is None else retry
+        for attempt in range(self.RETRIES + 1):
+            try:
+                return self._call_once(method, path, body, auth)
+            except _DatabaseBusy as exc:
+                if not retry or attempt == self.RETRIES:
+                    raise RuntimeError(str(exc)) from None
+                print(
+                    f"{method} {path}: Airflow's database was busy; retrying in {self.RETRY_WAIT:.0f}s",
+                    file=sys.stderr,
+                )
+                time.sleep(self.RETRY_WAIT)
+        raise AssertionError("unreachable")
+
+    def _call_once(self, method: str, path: str, body: dict | None, auth: bool) -> dict:
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(self.base + path, data=data, method=method)
         req.add_header("Content-Type", "application/json")
@@ -48,8 +75,11 @@ class Api:
         except urllib.error.HTTPError as exc:
             if exc.code == 401 and auth:  # token expired: log in again once
                 self.token = None
-                return self._call(method, path, body, auth)
-            raise RuntimeError(f"{method} {path}: HTTP {exc.code}: {exc.read()[:500]!r}") from None
+                return self._call_once(method, path, body, auth)
+            text = exc.read()[:500]
+            if exc.code >= 500 and b"Database error" in text:
+                raise _DatabaseBusy(f"{method} {path}: HTTP {exc.code}: {text!r}") from None
+            raise RuntimeError(f"{method} {path}: HTTP {exc.code}: {text!r}") from None
         return json.loads(raw) if raw else {}
 
     def login(self) -> None:
@@ -79,8 +109,20 @@ class Api:
                 time.sleep(3)
 
     def trigger(self, dag_id: str, conf: dict) -> str:
+        """Unpause ``dag_id`` and start a run of it with ``conf``; returns the run id. The run id is chosen here
+        (Airflow's own ``manual__<time>`` form), so a retried POST cannot start the run twice: HTTP 409 on a
+        retry means the first try did create it."""
         self.patch(f"/api/v2/dags/{dag_id}", {"is_paused": False})
-        return self.post(f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf})["dag_run_id"]
+        from datetime import UTC, datetime
+
+        run_id = f"manual__{datetime.now(UTC).isoformat()}"
+        body = {"dag_run_id": run_id, "logical_date": None, "conf": conf}
+        try:
+            return self._call("POST", f"/api/v2/dags/{dag_id}/dagRuns", body, retry=True)["dag_run_id"]
+        except RuntimeError as exc:  # 409 after a retry: the first try did create it
+            if "HTTP 409" in str(exc) and self.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}"):
+                return run_id
+            raise
 
     def wait_run(self, dag_id: str, run_id: str, timeout: float) -> str:
         t0 = time.time()
