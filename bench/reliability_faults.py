@@ -14,7 +14,7 @@ Each fault is injected into real parts (real Spark and ``spark-submit``, a real 
 
 The faults (``tests/test_faults.py`` runs the same functions, with pytest fixtures):
 
-1. ``kill_update``      ``jobs/update.py --evaluate`` run by ``spark-submit`` exactly as the update DAG builds the
+1. ``kill_update``      ``jobs/update.py`` run by ``spark-submit`` exactly as the update DAG builds the
                         command (its argv, conf and name read from the parsed DAG), killed with ``SIGKILL`` (the
                         whole process group: launcher, JVM, Python driver and workers) while it writes the new
                         version, then the same command again (an Airflow retry reuses the run's version id);
@@ -143,7 +143,7 @@ def update_argv(world: World, bucket: Any, base: str, version: str, pid: str) ->
     return [
         *("--bucket", bucket.uri(""), "--base", base, "--version", version),
         *("--partition", f"{pid}={bucket.spark_uri(f'{pipeline.INCOMING}/{pid}.csv')}"),
-        *("--scale", world.scale, "--evaluate"),
+        *("--scale", world.scale),
         *hp.to_argv(),
         *paramsets.lineage_argv(lineage),
     ]

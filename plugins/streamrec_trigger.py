@@ -21,7 +21,9 @@ streamrec (the DAG processor stays light): the listing code is imported in the t
 
 Knobs (environment, read where the DAG is parsed; they are the trigger's kwargs, shown with the asset):
 
-* ``STREAMREC_WATCH_POLL_SECONDS`` (default 2): seconds between listings;
+* ``STREAMREC_WATCH_POLL_SECONDS`` (default 1 for a local folder, 2 for ``s3://``, where each listing is a
+  billed ``LIST`` request): seconds between listings. A new file is announced at the listing that sees it
+  unchanged a second time (or once its mtime is 2 s old), so this is most of the detection delay;
 * ``STREAMREC_WATCH_DRAIN_SECONDS`` (default 10): at most this often, the pending check of the backlog;
 * ``STREAMREC_UPDATE_FALLBACK_SECONDS`` (default 300): the fallback schedule of ``streamrec_update``;
 * ``STREAMREC_BUCKET``: the bucket watched (else the triggerer's ``streamrec.pipeline.bucket_uri()``).
@@ -120,11 +122,17 @@ class IncomingPartitionsTrigger(BaseEventTrigger):
             await asyncio.sleep(self.poll_seconds)
 
 
+def default_poll_seconds(bucket: str | None) -> float:
+    """1 s between listings of a local folder (a directory scan), 2 s on ``s3://`` (a ``LIST`` request each)."""
+    return 2.0 if (bucket or "").startswith(("s3://", "s3a://")) else 1.0
+
+
 def incoming_asset() -> Asset:
     """The asset ``streamrec_update`` is scheduled on, with its watcher (kwargs from the environment)."""
-    poll = _seconds("STREAMREC_WATCH_POLL_SECONDS", 2.0, 0.1)
+    bucket = os.environ.get("STREAMREC_BUCKET") or None
+    poll = _seconds("STREAMREC_WATCH_POLL_SECONDS", default_poll_seconds(bucket), 0.1)
     trigger = IncomingPartitionsTrigger(
-        bucket=os.environ.get("STREAMREC_BUCKET") or None,
+        bucket=bucket,
         poll_seconds=poll,
         drain_seconds=_seconds("STREAMREC_WATCH_DRAIN_SECONDS", 10.0, 0.0),
     )

@@ -265,6 +265,13 @@ def check_scenario(res: dict, b) -> None:
     assert run1["state"].endswith("success"), run1
     assert run1["tasks"]["publish"].endswith("success"), run1
     assert s1["current"] != v0 and s1["applied"] == ["p-00001"]
+    # no Spark evaluation in the update run: the gate scored the candidate and recorded its numbers
+    from streamrec.storage.store import ModelStore
+
+    m1 = ModelStore(b).read_manifest(s1["current"])
+    assert m1["metrics"]["validation"]["rmse"] == m1["gate"]["candidate_rmse"] is not None
+    assert m1["metrics"]["validation"]["n"] == m1["gate"]["validation_rows"] > 0
+    assert m1["gate"]["spark_rmse"] is None and m1["write_seconds"]["recommendations"] > 0
 
     # run 2: p-bad quarantined with report; p-damage rejected by the gate, not published
     s2 = res["snapshots"][1]

@@ -166,7 +166,7 @@ def test_wiring(parsed):
     upd = parsed["dags"]["streamrec_update"]["tasks"]
     assert upd["validate"]["upstream"] == ["find_new"]
     assert upd["update"]["upstream"] == ["validate"]
-    # the update job evaluates its candidate itself (--evaluate): one JVM start-up per partition
+    # no evaluate task: the gate scores the update's candidate on its validation set itself (numpy)
     assert "evaluate" not in upd
     assert "update" in upd["gate"]["upstream"]
     for dag_id, d in parsed["dags"].items():

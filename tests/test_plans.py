@@ -218,7 +218,8 @@ def test_update_plan_from_the_real_selection(bucket, jobs):
         ("a", b.spark_uri("ratings/incoming/a.csv")),
         ("c", b.spark_uri("ratings/incoming/c.csv")),
     ]
-    assert ns.base == v0 and ns.version == "v1-upd" and ns.evaluate
+    # no Spark evaluation on the hot path: the gate scores the candidate's validation set itself
+    assert ns.base == v0 and ns.version == "v1-upd" and not ns.evaluate
     assert UpdateParams.from_args(ns) == UpdateParams(lr=0.6, passes=2, decay=0.5)
     assert plan["hyper"]["sources"]["decay"] == "explicit" and plan["hyper"]["sources"]["lr"] == "set"
     assert plan["expected_current"] == v0

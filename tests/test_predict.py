@@ -172,6 +172,19 @@ def test_spark_evaluate_is_the_same_formula_as_numpy_predict(spark) -> None:
     np.testing.assert_allclose(
         zeroed, predict(arrays, users, items, clip=(0.5, 5.0), factors=False), atol=1e-9
     )
+    # the whole metrics dict: what the gate records for an update's candidate (numpy) is what the evaluate job
+    # records (Spark) on the same rows, fallback counts included
+    from streamrec.pipeline.tasks import error_metrics
+
+    rated = np.random.default_rng(9).choice(np.arange(1, 11) / 2, len(users))
+    pdf = pd.DataFrame({"user": users, "item": items, "rating": rated, "ts": np.arange(len(users))})
+    spark_side = evaluate.rmse(fm, spark.createDataFrame(pdf, RATINGS_SCHEMA))
+    rows = {"user": users, "item": items, "rating": rated, "ts": np.full(len(users), np.nan)}
+    numpy_side = error_metrics(arrays, rows, 0.5, 5.0)
+    assert numpy_side["n"] == spark_side["n"] == len(users)
+    assert numpy_side["fallbacks"] == spark_side["fallbacks"] and min(numpy_side["fallbacks"].values()) > 0
+    assert numpy_side["rmse"] == pytest.approx(spark_side["rmse"], rel=0, abs=1e-9)
+    assert numpy_side["mae"] == pytest.approx(spark_side["mae"], rel=0, abs=1e-9)
 
 
 @pytest.mark.spark

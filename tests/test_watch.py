@@ -333,3 +333,9 @@ def test_knobs_from_the_environment(monkeypatch):
     for bad in ("x", "-1", "0"):  # a bad value must not break the DAG's import
         monkeypatch.setenv("STREAMREC_UPDATE_FALLBACK_SECONDS", bad)
         assert streamrec_trigger.fallback_interval() == timedelta(minutes=5)
+    # unset: 1 s between listings of a local folder, 2 s on S3 (each listing a billed LIST request)
+    monkeypatch.delenv("STREAMREC_WATCH_POLL_SECONDS")
+    for bucket, poll in (("/data/bucket", 1.0), ("s3://b/prefix", 2.0)):
+        monkeypatch.setenv("STREAMREC_BUCKET", bucket)
+        kwargs = streamrec_trigger.incoming_asset().watchers[0].trigger.serialize()[1]
+        assert (kwargs["poll_seconds"], kwargs["settle_seconds"]) == (poll, 2.0)

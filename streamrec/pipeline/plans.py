@@ -200,8 +200,10 @@ def update_plan(
     uri: str | None = None,
 ) -> dict:
     """The update DAG's plan: apply the partitions ``selected`` (``pipeline.check_and_select``, in arrival
-    order) to ``found["base"]`` (``pipeline.pending``) as ``version``, evaluated in the same job, gated against
-    the base with ``tolerance`` and ``rmse_ceiling``."""
+    order) to ``found["base"]`` (``pipeline.pending``) as ``version``, gated against the base with
+    ``tolerance`` and ``rmse_ceiling``. The job does not evaluate the candidate (no ``--evaluate``): the gate
+    scores it on its validation set in numpy anyway (``pipeline.gate_numbers``) and records those numbers, so a
+    Spark pass over the same rows would only repeat them on the hot path."""
     uri = uri or bucket_uri()
     parts = list(selected["partitions"])
     hp, lineage, sources = resolve_hyper(bucket, params, "update")
@@ -212,6 +214,7 @@ def update_plan(
         [(p["id"], bucket.spark_uri(p["key"])) for p in parts],
         selected["scale"],
         hp,
+        evaluate=False,
         lineage=lineage,
     )
     return {

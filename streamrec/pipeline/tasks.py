@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from streamrec.core import layout
+from streamrec.core import layout, metrics
 from streamrec.core.arrays import ModelArrays, predict
 from streamrec.pipeline.reviewlog import hold_state
 from streamrec.storage.bucket import Bucket
@@ -246,11 +246,19 @@ def rmse(
 ) -> float | None:
     """RMSE of ``streamrec.core.arrays.predict`` (``mu + b_u + b_i + p_u·q_i``, the fallbacks for unknown ids,
     clipped to ``[low, high]``) on ``rows``; ``factors=False``: the biases-only baseline. None when no rows."""
-    if len(rows["rating"]) == 0:
-        return None
-    pred = predict(arrays, rows["user"], rows["item"], clip=(low, high), factors=factors, time=rows.get("ts"))
-    err = rows["rating"] - pred
-    return float(np.sqrt(np.mean(err * err)))
+    return error_metrics(arrays, rows, low, high, factors)["rmse"]
+
+
+def error_metrics(
+    arrays: ModelArrays, rows: dict[str, np.ndarray], low: float, high: float, factors: bool = True
+) -> dict:
+    """RMSE, MAE, n and fallback counts (``streamrec.core.metrics``) of ``arrays`` on ``rows``, in numpy: what
+    ``streamrec.spark.evaluate.rmse`` computes for the same rows (the gate's and the evaluate job's numbers agree
+    to rounding; ``tests/test_predict.py``)."""
+    user, item = rows["user"], rows["item"]
+    pred = predict(arrays, user, item, clip=(low, high), factors=factors, time=rows.get("ts"))
+    known_u, known_i = arrays.user_rows(user) >= 0, arrays.item_rows(item) >= 0
+    return metrics.error_metrics(rows["rating"], pred, known_u, known_i)
 
 
 def scale_bounds(manifest: dict) -> tuple[float, float]:
@@ -264,14 +272,17 @@ def scale_bounds(manifest: dict) -> tuple[float, float]:
 
 def gate_numbers(store: ModelStore, version: str, published: str | None, baseline: bool) -> dict:
     """RMSE of the candidate, of ``published`` and (with ``baseline``) of the candidate's biases only, all on
-    the candidate's validation set. Also the Spark evaluate job's RMSE, as a cross-check."""
+    the candidate's validation set; ``validation``: the candidate's whole metrics dict there (RMSE, MAE, n,
+    fallback counts). Also the Spark evaluate job's RMSE when one ran (bootstrap, retrain), as a cross-check."""
     manifest = store.read_manifest(version)
     low, high = scale_bounds(manifest)
     rows = read_ratings_arrays(store.bucket, manifest.get("validation", []))
     cand = store.load_arrays(version)
+    validation = error_metrics(cand, rows, low, high)
     out: dict[str, Any] = {
         "validation_rows": len(rows["rating"]),
-        "candidate_rmse": rmse(cand, rows, low, high),
+        "validation": validation,
+        "candidate_rmse": validation["rmse"],
         "baseline_rmse": rmse(cand, rows, low, high, factors=False) if baseline else None,
         "published_rmse": rmse(store.load_arrays(published), rows, low, high) if published else None,
         "spark_rmse": ((manifest.get("metrics") or {}).get("validation") or {}).get("rmse"),
@@ -293,7 +304,11 @@ def decide(
     tolerance: float,
     baseline: bool,
 ) -> dict:
-    """Run the gate on a candidate, record the decision in its manifest (``gate``) and return it."""
+    """Run the gate on a candidate, record the decision in its manifest (``gate``) and return it.
+
+    A candidate that no Spark job evaluated (the update DAG's: its job does not pass ``--evaluate``, the gate
+    scores the same rows here) also gets the gate's numbers as its ``metrics.validation``, which the reports and
+    the review page read; one that was evaluated keeps the Spark job's, and the two are compared."""
     from streamrec.core import gate
 
     nums = gate_numbers(store, version, published, baseline)
@@ -312,6 +327,9 @@ def decide(
     )
     manifest = store.read_manifest(version)
     extra = {"new_partitions": new_partitions(store, manifest)} if manifest.get("kind") == "update" else {}
+    found = manifest.get("metrics") or {}
+    if not found.get("validation"):
+        extra["metrics"] = {**found, "validation": nums["validation"]}
     store.update_manifest(version, gate=decision, **extra)
     log.info("gate %s: %s", version, decision)
     return decision

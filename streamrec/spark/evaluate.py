@@ -32,17 +32,14 @@ factor tables (users of the holdout only), in blocks, so its memory is bounded b
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from streamrec.core.metrics import FALLBACKS, metrics_dict
 from streamrec.core.schema import HALF_STAR, ITEM, RATING, TS, USER, RatingScale
 from streamrec.spark import temporal
 from streamrec.spark.model import FactorModel
-
-FALLBACKS = ("none", "user_unknown", "item_unknown", "both_unknown")
 
 
 def predict(model: FactorModel, ratings: DataFrame, scale: RatingScale = HALF_STAR) -> DataFrame:
@@ -91,19 +88,6 @@ def error_metrics(predictions: DataFrame) -> dict:
         *[F.sum(F.when(F.col("fallback") == f, 1).otherwise(0)).alias(f) for f in FALLBACKS],
     ).first()
     return metrics_dict(int(row["n"]), row["mse"], row["mae"], {f: row[f] for f in FALLBACKS[1:]})
-
-
-def metrics_dict(n: int, mse: float | None, mae: float | None, fallbacks: dict) -> dict:
-    """The metrics dict every scorer returns (``rmse``, ``mae``, ``n``, ``fallbacks`` other than ``none``);
-    ``rmse`` and ``mae`` are None when there is nothing to score."""
-    if n == 0:
-        return {"rmse": None, "mae": None, "n": 0, "fallbacks": dict.fromkeys(FALLBACKS[1:], 0)}
-    return {
-        "rmse": math.sqrt(mse),
-        "mae": float(mae),
-        "n": n,
-        "fallbacks": {f: int(fallbacks.get(f) or 0) for f in FALLBACKS[1:]},
-    }
 
 
 def rmse(model: FactorModel, ratings: DataFrame, scale: RatingScale = HALF_STAR) -> dict:

@@ -10,8 +10,10 @@ store's optional tables ``user_time``, ``item_bins``, ``user_days`` and the mani
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import reduce
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -72,22 +74,26 @@ def write_model(
     version. Same layout and guarantees as :meth:`ModelStore.write_arrays` (pyarrow, no Spark).
 
     ``extra``: optional tables (``seen``, ``recommendations``) by name; written after the factor tables and
-    before the manifest, listed in it, each file sorted by ``user`` (then ``rank``).
+    before the manifest, listed in it, each file sorted by ``user`` (then ``rank``). A lazy table is computed by
+    its write: the manifest's ``write_seconds`` records each table's seconds (compute and write).
     """
     version = store.begin_write(version)
     if model.time is not None:  # a time-aware model: its time tables, config and "now"
         extra = {**(extra or {}), **_time_tables(model.time)}
         manifest = {**manifest, "time": {"config": model.time.config.as_dict(), "now": model.time.now}}
-    counts: dict[str, int] = {}
+    seconds: dict[str, float] = {}
     for side, df in (("users", model.users), ("items", model.items)):
+        t0 = time.perf_counter()
         out = df.select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in FACTOR_SCHEMA.fields])
         if store.table_files:
             out = out.repartition(store.table_files)
         out.write.mode("overwrite").parquet(store.table_uri(version, side))
+        seconds[side] = round(time.perf_counter() - t0, 3)
     written = list(SIDES)
     for name in OPTIONAL_TABLES:
         store.bucket.delete_prefix(store.version_key(version, name))  # a rewrite never keeps an old one
         if extra and name in extra:
+            t0 = time.perf_counter()
             out = extra[name]
             if store.table_files:
                 out = out.repartition(store.table_files)
@@ -95,14 +101,32 @@ def write_model(
             out = out.sortWithinPartitions(*order) if order else out
             out.write.mode("overwrite").parquet(store.table_uri(version, name))
             written.append(name)
+            seconds[name] = round(time.perf_counter() - t0, 3)
     files = store.data_files(version, tuple(written))
-    spark = model.users.sparkSession
-    for side in written:
-        uris = [store.bucket.spark_uri(store.version_key(version, f["key"])) for f in files[side]]
-        counts[side] = spark.read.parquet(*uris).count() if uris else 0
+    counts = _row_counts(model.users.sparkSession, store, version, files)
+    manifest = {**manifest, "write_seconds": seconds}
     return store.finish_write(
         version, manifest, mu=model.mu, n=model.n, rank=model.rank, files=files, counts=counts
     )
+
+
+def _row_counts(
+    spark: SparkSession, store: ModelStore, version: str, files: Mapping[str, list]
+) -> dict[str, int]:
+    """Rows of each written table, read back from its files in one Spark job (a count per table would be one
+    job each: a round trip apiece over Spark Connect)."""
+    frames = [
+        spark.read.parquet(
+            *[store.bucket.spark_uri(store.version_key(version, f["key"])) for f in found]
+        ).select(F.lit(name).alias("_table"))
+        for name, found in files.items()
+        if found
+    ]
+    counts = dict.fromkeys(files, 0)
+    if frames:
+        rows = reduce(DataFrame.unionByName, frames).groupBy("_table").count().collect()
+        counts.update({row["_table"]: int(row["count"]) for row in rows})
+    return counts
 
 
 def load_model(store: ModelStore, spark: SparkSession, version: str | None = None) -> FactorModel:

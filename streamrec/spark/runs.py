@@ -76,8 +76,9 @@ def side_tables(
 ) -> tuple[dict[str, DataFrame], dict]:
     """The optional tables a job writes with its version (``write_model``'s ``extra``): the seen table and the
     recommendations (``streamrec.spark.recommend``; none when ``rule.top_k`` is 0 or the seen items are unknown),
-    both computed here (persisted until ``_release``), and what to record in the manifest's ``ranking``
-    entry (the rule, the seconds)."""
+    both lazy (computed by their writes, in that order: the seen table is persisted by its write for the
+    recommendations to read, until ``_release``), and what to record in the manifest's ``ranking`` entry (the
+    rule; the seconds are the writes', in the manifest's ``write_seconds``)."""
     tables: dict[str, DataFrame] = {}
     info: dict = {**rule.as_dict(), "seen": seen_table is not None, "recommendations": False}
     if seen_table is None:
@@ -85,23 +86,11 @@ def side_tables(
             "no seen table (the base version has none): writing neither seen items nor recommendations"
         )
         return tables, info
-    t0 = time.perf_counter()
-    tables[SEEN] = _materialised(seen_table)
-    info["seen_seconds"] = round(time.perf_counter() - t0, 3)
+    tables[SEEN] = seen_table.persist()
     if rule.top_k > 0:
-        t0 = time.perf_counter()
-        tables[RECOMMENDATIONS] = _materialised(
-            recommend.recommend_all(model, tables[SEEN], rule, (scale.low, scale.high))
-        )
-        info.update(recommendations=True, recommend_seconds=round(time.perf_counter() - t0, 3))
+        tables[RECOMMENDATIONS] = recommend.recommend_all(model, tables[SEEN], rule, (scale.low, scale.high))
+        info.update(recommendations=True)
     return tables, info
-
-
-def _materialised(df: DataFrame) -> DataFrame:
-    """``df`` persisted and computed now (so its cost is timed here); ``_release`` frees it after the write."""
-    df = df.persist()
-    df.count()
-    return df
 
 
 def _release(tables: dict[str, DataFrame]) -> None:
@@ -211,7 +200,8 @@ def update_version(
     everything = read_ratings(spark, [uri for _, uri in partitions], scale, source="seq").localCheckpoint()
     batch, held = _hold_out(everything, hold, _holdout_name(ids))
     validation += held
-    current, scores = update.apply_batch(current, batch, len(ids), p, scale)
+    # ``batch`` is a deterministic filter (the hold-out hash) of the checkpointed read: no second checkpoint
+    current, scores = update.apply_batch(current, batch, len(ids), p, scale, checkpoint=False)
     prequential = dict(zip(ids, scores, strict=True))
     seconds = round(time.perf_counter() - t0, 3)
     if rule is None:

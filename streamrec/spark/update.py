@@ -48,18 +48,17 @@ import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from streamrec.core import sgd
+from streamrec.core import metrics, sgd
 from streamrec.core.arrays import Parts, predict_rows
 from streamrec.core.params import UpdateParams
 from streamrec.core.schema import HALF_STAR, ITEM, RATING, TS, USER, RatingScale
 from streamrec.core.temporal import NO_DAY, TimeConfig, TimeState, days_of
-from streamrec.spark import evaluate, temporal
+from streamrec.spark import temporal
 from streamrec.spark.model import FactorModel
 from streamrec.spark.schema import FACTOR_SCHEMA
 
 _OUT_SCHEMA = "side string, id long, bias double, n long, factors array<double>, stats array<double>"
-# the ``stats`` of a partition's ``m`` row (its |B| is in ``n``): Σ ε², Σ |ε|, the count of each fallback
-_STATS = ("sse", "sae", *evaluate.FALLBACKS)
+# the ``stats`` of a partition's ``m`` row (its |B| is in ``n``): streamrec.core.metrics.STATS
 
 
 def _touched(table: DataFrame, ratings: DataFrame, key: str, side: str) -> DataFrame:
@@ -114,9 +113,7 @@ def _scores(
     pred = predict_rows(
         parts, np.where(ku, u, -1), np.where(ki, i, -1), clip=(scale.low, scale.high), time=ts
     )
-    err = r - pred
-    fallback = np.where(ku & ki, 0, np.where(ki, 1, np.where(ku, 2, 3)))
-    return [float(err @ err), float(np.abs(err).sum()), *map(float, np.bincount(fallback, minlength=4))]
+    return metrics.error_sums(r, pred, ku, ki)
 
 
 def _absorb_group(
@@ -224,14 +221,6 @@ def _take(side: sgd.Side, rows: np.ndarray) -> sgd.Side:
     return sgd.Side(side.ids[rows], side.bias[rows], side.n[rows], side.factors[rows])
 
 
-def _metrics(n: int, stats: Sequence[float] | None) -> dict:
-    """A partition's prequential dict, in ``evaluate.error_metrics``'s form, from its sums."""
-    if not n:
-        return evaluate.metrics_dict(0, None, None, {})
-    sums = dict(zip(_STATS, stats, strict=True))
-    return evaluate.metrics_dict(n, sums["sse"] / n, sums["sae"] / n, sums)
-
-
 def apply_many(
     model: FactorModel,
     partitions: Sequence[DataFrame],
@@ -259,6 +248,7 @@ def apply_batch(
     params: UpdateParams | None = None,
     scale: RatingScale = HALF_STAR,
     seq: str = "seq",
+    checkpoint: bool = True,
 ) -> tuple[FactorModel, list[dict]]:
     """Absorb a batch of ``count`` partitions, given as one frame of ratings whose column ``seq`` (0 ..
     count - 1) says which partition each row belongs to, in that order.
@@ -270,13 +260,19 @@ def apply_batch(
     prequential metrics (``evaluate.rmse`` of the model before absorbing it, computed in numpy: the formula of
     ``evaluate.predict``, its sums in another order). ``model`` is not changed. The task holds the whole batch:
     its memory is O(Σ|B_k| · rank).
+
+    ``ratings`` is read more than once (the sub-problem, the touched ids); it is checkpointed first unless the
+    caller says it is already cheap and deterministic to recompute (``checkpoint=False``: a filter of a
+    checkpointed frame, as ``streamrec.spark.runs.update_version`` passes it).
     """
     p = params or UpdateParams()
     timed = model.time is not None
     if timed and TS not in ratings.columns:
         ratings = ratings.withColumn(TS, F.lit(None).cast("long"))
     cols = [USER, ITEM, RATING] + ([TS] if timed else [])
-    ratings = ratings.select(F.col(seq).cast("int").alias("seq"), *cols).localCheckpoint()
+    ratings = ratings.select(F.col(seq).cast("int").alias("seq"), *cols)
+    if checkpoint:
+        ratings = ratings.localCheckpoint()
     sub = ratings.select(
         F.lit("r").alias("kind"),
         "seq",
@@ -314,11 +310,12 @@ def apply_batch(
         raise ValueError(
             f"ratings tagged with a {seq} outside 0..{count - 1}: {sorted(set(meta) - set(range(count)))}"
         )
-    metrics = [
-        _metrics(meta[k]["n"], meta[k]["stats"]) if k in meta else _metrics(0, None) for k in range(count)
+    scores = [
+        metrics.from_sums(meta[k]["n"], meta[k]["stats"]) if k in meta else metrics.from_sums(0, None)
+        for k in range(count)
     ]
     if not meta:  # every partition empty
-        return model, metrics
+        return model, scores
     mu = meta[max(meta)]["bias"]
     nb = sum(row["n"] for row in meta.values())
 
@@ -334,7 +331,7 @@ def apply_batch(
         new_time = temporal.merge(model.time, fresh, None if now is None or now == NO_DAY else int(now))
     return FactorModel(
         mu=mu, n=model.n + nb, rank=model.rank, users=users, items=items, time=new_time
-    ), metrics
+    ), scores
 
 
 def apply(model: FactorModel, partition: DataFrame, params: UpdateParams | None = None) -> FactorModel:
