@@ -11,7 +11,7 @@ the update run's task instances from the REST API. Steps (seconds, from the drop
 
 * ``detection``  drop -> end of ``find_new`` (the ``incoming/`` watcher's event, the run's start, the listing)
 * ``validation`` ``validate``: the data contract (GX) and Data Docs
-* ``spark``      ``update``: update + evaluation on the validation set + seen items and recommendations, over the
+* ``spark``      ``update``: the update, the hold-out, seen items and recommendations, the version's writes, over the
                  warm Spark Connect server when ``$STREAMREC_SPARK_REMOTE`` is set (the stacks set it), else one
                  spark-submit (JVM start-up is then most of it)
 * ``gate``       ``gate`` (numpy, the three RMSEs on the validation set)

@@ -9,10 +9,12 @@ Runs every 30 s; nobody starts it. Drop a partition (one file, or a folder of fi
 2. **validate**: the data contract (GX suite `expectations/ratings_partition.json`) on each pending partition,
    in arrival order: a failing one is copied to `quarantine/<id>/` with its reason (the raw file stays), and the
    first `max_partitions_per_run` that pass (default 1) are this run's batch.
-3. **update**: `jobs/update.py` through `spark-submit` applies the batch to the published model, in order, and
-   evaluates the candidate on its validation set (10 % of each partition is held out, never trained on).
-4. **gate**: the candidate's RMSE may not exceed the published model's on the same rows by more than
-   `tolerance`, nor `rmse_ceiling`.
+3. **update**: `jobs/update.py` applies the batch to the published model, in order (10 % of each partition is
+   held out into the validation set, never trained on), with the new version's seen items and recommendations;
+   over the warm Spark Connect server when the stack runs one, else through `spark-submit`.
+4. **gate**: scores the candidate and the published model on the candidate's validation set (numpy; the numbers
+   become the candidate's validation metrics): its RMSE may not exceed the published model's on the same rows by
+   more than `tolerance`, nor `rmse_ceiling`.
 5. **publish** (pointer `models/CURRENT`, then the `streamrec_model` Asset event) or **reject** (the candidate
    stays under `models/versions/` as `rejected`; its partitions are held, the stream carries on).
 6. **report**: `reports/gates/<version>.html` and `reports/index.html` (links in the task log).
