@@ -1,5 +1,7 @@
-"""Where the update task's time goes: the same calls as ``jobs/update.py --evaluate``, timed step by step, cold
-(first in a fresh process) and then warm (again, in the same session), on a copy of a bucket.
+"""Where a classic (spark-submit) update job's time goes: the calls of ``jobs/update.py --evaluate``, timed step by
+step, cold (first in a fresh process) and then warm (again, in the same session), on a copy of a bucket. (The
+update DAG's task runs ``update_version`` only: its gate scores the candidate in numpy, so the
+``evaluate_version`` rows are what ``--evaluate`` or ``jobs/evaluate.py`` add.)
 
     .venv/bin/python bench/coldstart.py --bucket var/bucket --partition var/bucket/ratings/incoming/p-00001.csv
     .venv/bin/python bench/coldstart.py --smoke
