@@ -296,3 +296,45 @@ def test_the_jobs_of_a_lane_share_one_warm_python_daemon(connect_server):
         run = subprocess.run([sys.executable, "-c", _UDF_JOB], env=env, capture_output=True, text=True)
         assert run.returncode == 0 and run.stdout.strip().endswith("40"), run.stderr[-2000:]
     assert len(_daemons(connect_server) - before) == 1
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_the_warmup_starts_the_lanes_python_workers_and_leaves_nothing_behind(connect_server, tmp_path):
+    """``python -m streamrec.spark.warmup`` (``scripts/connect-server start`` runs it before Airflow starts): a
+    throwaway bootstrap and update in the lane's session, so the lane's first real job finds its Python daemon
+    up; its store is deleted. Without a server configured it does nothing."""
+    import json
+
+    env = {k: v for k, v in os.environ.items() if k != launch.SESSION_TAG_ENV}
+    cmd = [
+        sys.executable,
+        "-m",
+        "streamrec.spark.warmup",
+        "--lane",
+        "test.warm-lane",
+        "--workdir",
+        str(tmp_path),
+    ]
+    skipped = subprocess.run(
+        cmd, env={k: v for k, v in env.items() if k != launch.REMOTE_ENV}, capture_output=True, text=True
+    )
+    assert skipped.returncode == 0 and json.loads(skipped.stdout)["warmup"] == "skipped"
+    before = _daemons(connect_server)
+    run = subprocess.run(
+        cmd, env={**env, launch.REMOTE_ENV: connect_server.url}, capture_output=True, text=True
+    )
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    assert run.returncode == 0 and out["warmup"] == "done", (out, run.stderr[-2000:])
+    assert out["seconds"]["bootstrap"] > 0 and out["seconds"]["update"] > 0
+    assert list((tmp_path / "warmup").iterdir()) == []  # the throwaway store is gone
+    warmed = _daemons(connect_server) - before
+    assert len(warmed) == 1  # the lane's daemon, started by the warm-up
+    job = subprocess.run(
+        [sys.executable, "-c", _UDF_JOB],
+        env={**env, launch.REMOTE_ENV: connect_server.url, launch.SESSION_TAG_ENV: "test.warm-lane"},
+        capture_output=True,
+        text=True,
+    )
+    assert job.returncode == 0 and job.stdout.strip().endswith("40"), job.stderr[-2000:]
+    assert _daemons(connect_server) - before == warmed  # the lane's job used it: no new daemon
