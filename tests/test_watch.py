@@ -339,3 +339,46 @@ def test_knobs_from_the_environment(monkeypatch):
         monkeypatch.setenv("STREAMREC_BUCKET", bucket)
         kwargs = streamrec_trigger.incoming_asset().watchers[0].trigger.serialize()[1]
         assert (kwargs["poll_seconds"], kwargs["settle_seconds"]) == (poll, 2.0)
+
+
+@pytest.mark.unit
+def test_only_the_scheduler_preloads_the_update_tasks_modules():
+    """``plugins/airflow_local_settings.py``: the ``airflow scheduler`` process imports Great Expectations and the
+    pipeline's modules before its LocalExecutor forks, so each task finds them imported; no other Airflow
+    process does, nor the scheduler with ``STREAMREC_PRELOAD=0``."""
+    import subprocess
+
+    plugins = str(Path(__file__).resolve().parent.parent / "plugins")
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); sys.argv = sys.argv[2:]; import airflow_local_settings; "
+        "print(sorted(m for m in airflow_local_settings.PRELOAD if m in sys.modules))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "STREAMREC_PRELOAD"}
+    cases = [
+        (["/venv/bin/airflow", "scheduler"], {}, True),
+        (["/venv/bin/airflow", "api-server"], {}, False),
+        (["/venv/bin/airflow", "triggerer"], {}, False),
+        (["/venv/bin/airflow", "scheduler"], {"STREAMREC_PRELOAD": "0"}, False),
+    ]
+    for argv, extra, preloaded in cases:
+        run = subprocess.run(
+            [sys.executable, "-c", code, plugins, *argv], env={**env, **extra}, capture_output=True, text=True
+        )
+        assert run.returncode == 0, run.stderr[-2000:]
+        imported = eval(run.stdout.strip().splitlines()[-1])  # noqa: S307 - our own printed list
+        if preloaded:
+            assert imported == sorted(
+                [
+                    "great_expectations",
+                    "streamrec.pipeline.contract.gx",
+                    "streamrec.pipeline.plans",
+                    "streamrec.pipeline.reports",
+                    "streamrec.pipeline.tasks",
+                ]
+            ), run.stderr
+            assert "streamrec preload: 5 of 5 modules imported" in run.stderr
+        else:
+            assert "great_expectations" not in imported and "streamrec preload" not in run.stderr, (
+                argv,
+                extra,
+            )
