@@ -152,7 +152,7 @@ def connect_job(task_id: str, job: str, application_args):
         connect.run_job(
             JOBS / f"{job}.py",
             argv,
-            lane=f"{ti.dag_id}.{ti.task_id}",  # one at a time: the DAGs that use it have max_active_runs=1
+            lane=connect.task_lane(ti.dag_id, ti.task_id),  # one at a time: max_active_runs=1
             attempt=ti.try_number,
             python=PYTHON,
             wait_seconds=float(os.environ.get("STREAMREC_CONNECT_WAIT_SECONDS", 30)),

@@ -123,7 +123,8 @@ class IncomingPartitionsTrigger(BaseEventTrigger):
 
 
 def default_poll_seconds(bucket: str | None) -> float:
-    """1 s between listings of a local folder (a directory scan), 2 s on ``s3://`` (a ``LIST`` request each)."""
+    """1 s between listings of a local folder (a directory scan), 2 s on ``s3://`` (a ``LIST`` request each).
+    (The test of ``streamrec.launch.s3a.uses_s3``, written here: parsing the DAG imports nothing of streamrec.)"""
     return 2.0 if (bucket or "").startswith(("s3://", "s3a://")) else 1.0
 
 

@@ -44,6 +44,9 @@ def test_a_lane_has_one_stable_session_id():
     assert len(a) == 36
     with pytest.raises(ValueError, match=launch.SESSION_TAG_ENV):
         launch.session_id(" ")
+    # a task's lane is <dag_id>.<task_id> (dags/_streamrec_common.connect_job); the warm-up's default is the
+    # update task's
+    assert launch.task_lane("streamrec_update", "update") == launch.UPDATE_LANE == "streamrec_update.update"
 
 
 @pytest.mark.unit

@@ -34,12 +34,19 @@ def fallback_codes(known_user: np.ndarray, known_item: np.ndarray) -> np.ndarray
     return np.where(ku & ki, 0, np.where(ki, 1, np.where(ku, 2, 3)))
 
 
+def _errors(
+    rating: np.ndarray, prediction: np.ndarray, known_user: np.ndarray, known_item: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(ε of each row, the count of each fallback in :data:`FALLBACKS` order)."""
+    err = np.asarray(rating, np.float64) - np.asarray(prediction, np.float64)
+    return err, np.bincount(fallback_codes(known_user, known_item), minlength=len(FALLBACKS))
+
+
 def error_sums(
     rating: np.ndarray, prediction: np.ndarray, known_user: np.ndarray, known_item: np.ndarray
 ) -> list[float]:
     """:data:`STATS` of the rows: Σ ε², Σ |ε| and the count of each fallback (floats, summable across parts)."""
-    err = np.asarray(rating, np.float64) - np.asarray(prediction, np.float64)
-    counts = np.bincount(fallback_codes(known_user, known_item), minlength=len(FALLBACKS))
+    err, counts = _errors(rating, prediction, known_user, known_item)
     return [float(err @ err), float(np.abs(err).sum()), *map(float, counts)]
 
 
@@ -70,10 +77,9 @@ def error_metrics(
     """:func:`metrics_dict` of predictions against ratings, in numpy: ``rmse = sqrt(mean(ε²))``,
     ``mae = mean(|ε|)`` (what Spark's ``error_metrics`` returns for the same rows, to rounding: its sums run in
     another order)."""
-    err = np.asarray(rating, np.float64) - np.asarray(prediction, np.float64)
+    err, counts = _errors(rating, prediction, known_user, known_item)
     if len(err) == 0:
         return metrics_dict(0, None, None, {})
-    counts = np.bincount(fallback_codes(known_user, known_item), minlength=len(FALLBACKS))
     return metrics_dict(
         len(err),
         float(np.mean(err * err)),

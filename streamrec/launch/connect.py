@@ -68,6 +68,16 @@ def host_port(url: str) -> tuple[str, int]:
     return (host or netloc, int(port) if port.isdigit() else DEFAULT_PORT) if host else (netloc, DEFAULT_PORT)
 
 
+def task_lane(dag_id: str, task_id: str) -> str:
+    """The lane of an Airflow task's Connect jobs, ``<dag_id>.<task_id>``: the tries and runs of one task share
+    its session (one job at a time: the DAGs that use a lane have ``max_active_runs=1``)."""
+    return f"{dag_id}.{task_id}"
+
+
+UPDATE_LANE = task_lane("streamrec_update", "update")
+"""The update task's lane: the one ``streamrec.spark.warmup`` warms (``scripts/connect-server start``)."""
+
+
 def session_id(lane: str) -> str:
     """The Connect session id of ``lane``: stable, so every job of the lane attaches to the same session (a
     UUID, as Spark Connect requires)."""

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from streamrec.launch import connect
+from streamrec.launch.connect import task_lane  # noqa: F401  (the DAGs name their task's lane with it)
 
 
 class ConnectUnavailable(RuntimeError):

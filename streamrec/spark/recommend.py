@@ -22,7 +22,8 @@ publish, would leave a window in which the current version has no recommendation
 fallback) and could not list them in the manifest, whose ``tables`` the store owns; its one advantage, not
 spending the work on candidates the gate rejects, is small: the step costs a tenth of the job (measured on
 ml-latest-small, default bootstrap: 27 s of 255 s, the fit 197 s; the manifest's
-``write_seconds.recommendations`` records it, with its write, for every version; see the README), and most candidates are accepted.
+``write_seconds.recommendations`` records it, with its write, for every version; see the README), and most
+candidates are accepted.
 
 **How it scales.** The item side (ids, biases, counts, factors: O(items × rank), ~24 MB for 60k items at rank
 50) is collected once and broadcast; the users are spread over the tasks (``mapInPandas``), each user scored

@@ -1,7 +1,6 @@
 """Warm a freshly started Spark Connect server for the update path: one throwaway update in the lane's session.
 
-    STREAMREC_SPARK_REMOTE=sc://127.0.0.1:15002 python -m streamrec.spark.warmup --lane streamrec_update.update \\
-        --workdir var/connect/warmup
+    STREAMREC_SPARK_REMOTE=sc://127.0.0.1:15002 python -m streamrec.spark.warmup [--lane L] [--workdir var/connect]
 
 A cold server's first update of a 10,000-rating partition took 12-16 s against ~8 s warm (``docs/STREAMING.md``
 §4): the JIT has compiled none of Spark's query paths yet, and the lane's Python daemon and UDF workers (one
@@ -10,7 +9,8 @@ streamrec there. This runs the same code once on tiny generated data, before any
 ``runs.bootstrap_version`` (rank 2, one iteration, the default time terms, a 10 % hold-out, seen items and
 recommendations) and ``runs.update_version`` of one partition, in a throwaway store under ``--workdir`` (a local
 folder the server can read: the embedded stack's; it is deleted afterwards). With ``--lane`` the jobs run in
-that lane's session (``streamrec.spark.session``), so the update task's first job finds its daemon started.
+that lane's session (``streamrec.spark.session``; default ``launch.connect.UPDATE_LANE``, the update task's), so
+the update task's first job finds its daemon started.
 
 Run it only while nothing else uses the lane: a lane's job interrupts what the lane still runs
 (``scripts/connect-server start`` calls it before Airflow starts). A failure is reported, never raised: a cold
@@ -77,16 +77,19 @@ def warm(workdir: Path) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--lane", help="the lane whose session to warm (e.g. streamrec_update.update)")
+    ap.add_argument(
+        "--lane",
+        default=connect.UPDATE_LANE,
+        help=f"the lane whose session to warm (default {connect.UPDATE_LANE})",
+    )
     ap.add_argument("--workdir", default=os.environ.get("STREAMREC_CONNECT_DIR", "var/connect"))
     args = ap.parse_args(argv)
     if not os.environ.get("STREAMREC_SPARK_REMOTE"):
         print(json.dumps({"warmup": "skipped", "why": "STREAMREC_SPARK_REMOTE is not set"}))
         return 0
-    if args.lane:
-        os.environ[connect.SESSION_TAG_ENV] = args.lane
+    os.environ[connect.SESSION_TAG_ENV] = args.lane
     try:
-        out = {"warmup": "done", "seconds": warm(Path(args.workdir).resolve() / "warmup")}
+        out = {"warmup": "done", "lane": args.lane, "seconds": warm(Path(args.workdir).resolve() / "warmup")}
     except Exception as exc:  # noqa: BLE001 - a cold server is slower, not wrong
         out = {"warmup": "failed", "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
     print(json.dumps(out), flush=True)
